@@ -1,0 +1,5 @@
+"""Imprint: network boot-time provisioning server."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
