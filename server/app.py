@@ -1,0 +1,231 @@
+"""Composition root: builds every service from Settings. The only place that names concrete
+classes; aiohttp's cleanup_ctx starts and stops the store (and the DHCP/mDNS responders)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+
+from server import __version__
+from server.codes import CodeVault, load_or_create_key
+from server.config import ConfigError, Settings
+from server.discovered import DiscoveredList
+from server.metrics import Registry as MetricsRegistry
+from server.registry import Registry
+from server.store.sqlite import SqliteStore
+from server.tlscert import CertInfo, ensure_self_signed, load_configured
+from server.web import api
+from server.web.errors import error_middleware
+from server.web.keys import SERVICES, Services
+from server.web.routes import RouteTable, build_openapi
+
+log = logging.getLogger("imprint")
+
+Clock = Callable[[], datetime]
+
+
+def resolve_certificate(settings: Settings) -> CertInfo | None:
+    """The TLS certificate to serve with, or None when [tls] enabled = false."""
+    if not settings.tls.enabled:
+        return None
+    if settings.tls.cert_file and settings.tls.key_file:
+        try:
+            return load_configured(settings.tls.cert_file, settings.tls.key_file)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+    names = [settings.http.host] if settings.http.host not in ("0.0.0.0", "::", "") else []
+    if settings.http.public_url:
+        from urllib.parse import urlsplit
+
+        host = urlsplit(settings.http.public_url).hostname
+        if host:
+            names.insert(0, host)
+    return ensure_self_signed(settings.state_dir, names or ["imprint"])
+
+
+def public_url(settings: Settings) -> str:
+    if settings.http.public_url:
+        return settings.http.public_url
+    scheme = "https" if settings.tls.enabled else "http"
+    host = settings.http.host
+    if host in ("0.0.0.0", "::", ""):
+        import socket
+
+        host = socket.gethostname()
+    hostpart = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{hostpart}:{settings.http.port}"
+
+
+meta = RouteTable()
+
+
+@meta.route(
+    "GET",
+    "/healthz",
+    summary="Liveness: the process answers",
+    tag="meta",
+    auth="none",
+    responses={200: ("alive", {"type": "object"})},
+)
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+@meta.route(
+    "GET",
+    "/readyz",
+    summary="Readiness: the store is open and the index loaded",
+    tag="meta",
+    auth="none",
+    responses={200: ("ready", {"type": "object"}), 503: ("not ready", None)},
+)
+async def readyz(request: web.Request) -> web.Response:
+    ready = request.app[SERVICES].ready
+    return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+
+@meta.route(
+    "GET",
+    "/metrics",
+    summary="Prometheus metrics",
+    tag="meta",
+    auth="none",
+    responses={200: ("Prometheus text format", "text/plain")},
+)
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[SERVICES].metrics.render()
+    return web.Response(
+        text=body,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+def _store_ctx(clock: Clock | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        svc = app[SERVICES]
+        s = svc.settings
+        store = SqliteStore(s.store.path, s.store.busy_timeout_ms)
+        await store.open()
+        key = load_or_create_key(s.codes_key_file)
+        registry = Registry(
+            store,
+            CodeVault(key),
+            code_ttl=timedelta(hours=s.codes.ttl_hours),
+            max_attempts=s.codes.max_attempts,
+            clock=clock or (lambda: datetime.now(UTC)),
+        )
+        await registry.load_index()
+        svc._registry = registry
+        gauge = svc.metrics.gauge("imprint_devices", "Registered devices by state", ("state",))
+        gauge.set_function(lambda: _count_states(registry))
+        poller = asyncio.create_task(_poll(registry, s.store.poll_interval_s), name="registry-poll")
+        log.info("store open at %s: %d registered devices", s.store.path, len(registry.index))
+        try:
+            yield
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+            svc._registry = None
+            await store.close()
+            log.info("store closed")
+
+    return ctx
+
+
+def _count_states(registry: Registry) -> dict[tuple[str, ...], float]:
+    counts: dict[tuple[str, ...], float] = {}
+    for v in registry.index.values():
+        counts[(v.state.value,)] = counts.get((v.state.value,), 0) + 1
+    return counts
+
+
+async def _poll(registry: Registry, interval: float) -> None:
+    """Keep the index in step with writes from other processes (the CLI)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            n = await registry.poll_changes()
+            if n:
+                log.info("picked up %d registry change(s) made by another process", n)
+        except Exception:
+            log.exception("registry poll failed; retrying")
+
+
+def build_app(
+    settings: Settings, *, clock: Clock | None = None, cert: CertInfo | None = None
+) -> web.Application:
+    """The whole server as one aiohttp Application (HTTP + background responders)."""
+    metrics_registry = MetricsRegistry()
+    services = Services(settings=settings, metrics=metrics_registry, discovered=DiscoveredList())
+    services.cert = cert
+    services.public_url = public_url(settings)
+    app = web.Application(
+        middlewares=[error_middleware, api.auth_middleware],
+        client_max_size=settings.http.max_upload_bytes,
+    )
+    app[SERVICES] = services
+    tables = [meta, api.routes]
+    for t in tables:
+        t.add_to(app)
+    services.openapi = build_openapi(tables, title="Imprint", version=__version__)
+    app.cleanup_ctx.append(_store_ctx(clock))
+    return app
+
+
+def ssl_context(cert: CertInfo) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert.cert_file, cert.key_file)
+    return ctx
+
+
+async def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> None:
+    """Run until SIGINT/SIGTERM; in-flight requests finish, then services stop in order."""
+    cert = resolve_certificate(settings)
+    if cert is None:
+        log.warning(
+            "TLS is disabled ([tls] enabled = false): codes and credentials cross the "
+            "network in clear text; use this only on a lab or loopback network"
+        )
+    else:
+        kind = "self-signed" if cert.self_signed else "configured"
+        log.info(
+            "TLS certificate (%s) %s SHA-256 fingerprint %s",
+            kind,
+            cert.cert_file,
+            cert.fingerprint_sha256,
+        )
+    app = build_app(settings, cert=cert)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        settings.http.host,
+        settings.http.port,
+        ssl_context=ssl_context(cert) if cert else None,
+        shutdown_timeout=10,
+    )
+    await site.start()
+    url = app[SERVICES].public_url
+    log.info("Imprint %s listening on %s (public URL %s)", __version__, site.name, url)
+    if ready:
+        ready(url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await runner.cleanup()

@@ -1,0 +1,258 @@
+"""Settings: one TOML file plus IMPRINT_<SECTION>__<KEY> environment overrides, validated once.
+
+Invalid config is our own fault, not a peer's: `load_settings` raises ConfigError naming every bad
+key and the reason, and `imprint serve` refuses to start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; str(self) names each key and what to fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreSettings(_Section):
+    path: Path = Field(default=Path("imprint.db"), description="SQLite database file")
+    busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
+    poll_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="how often to pick up changes made by the CLI"
+    )
+
+
+class HttpSettings(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(default=8443, ge=0, le=65535)
+    public_url: str | None = Field(
+        default=None, description="URL devices and admins use; derived from host/port if unset"
+    )
+    max_upload_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith("https://") or v.startswith("http://")):
+            raise ValueError("must start with https:// or http://")
+        return v.rstrip("/") if v else v
+
+
+class TlsSettings(_Section):
+    enabled: bool = True
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together (or neither)")
+        return self
+
+
+class DhcpSubnet(_Section):
+    subnet: str
+    pool: str | None = None
+    router: str | None = None
+    dns: list[str] = Field(default_factory=list)
+    lease_time: int = Field(default=3600, ge=60, le=7 * 86400)
+
+    @field_validator("subnet")
+    @classmethod
+    def _subnet(cls, v: str) -> str:
+        try:
+            return str(ipaddress.IPv4Network(v, strict=True))
+        except ValueError as e:
+            raise ValueError(f"{v!r} is not an IPv4 network like 198.18.77.0/24 ({e})") from e
+
+    @model_validator(mode="after")
+    def _inside(self) -> DhcpSubnet:
+        net = ipaddress.IPv4Network(self.subnet)
+        addrs = [self.router] if self.router else []
+        addrs += list(self.dns)
+        if self.pool:
+            first, sep, last = self.pool.partition("-")
+            if not sep:
+                raise ValueError(f"pool {self.pool!r} must be 'first-last'")
+            try:
+                a, b = ipaddress.IPv4Address(first.strip()), ipaddress.IPv4Address(last.strip())
+            except ValueError as e:
+                raise ValueError(f"pool {self.pool!r}: {e}") from e
+            if a > b or a not in net or b not in net:
+                raise ValueError(f"pool {self.pool!r} must be an ascending range inside {net}")
+        for addr in addrs:
+            try:
+                ipaddress.IPv4Address(addr)
+            except ValueError as e:
+                raise ValueError(f"{addr!r} is not an IPv4 address") from e
+        return self
+
+
+class DhcpSettings(_Section):
+    enabled: bool = False
+    mode: Literal["inform", "proxy", "full"] = "inform"
+    interface: str | None = None
+    host: str = "0.0.0.0"
+    port: int = Field(default=67, ge=0, le=65535)
+    client_port: int = Field(default=68, ge=1, le=65535, description="lab knob: replies' port")
+    server_ip: str | None = Field(
+        default=None, description="server identifier (option 54); defaults to the interface address"
+    )
+    queue_size: int = Field(default=4096, ge=1)
+    probe_other_servers: bool = True
+    subnets: list[DhcpSubnet] = Field(default_factory=list)
+    profiles: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _full_needs_subnets(self) -> DhcpSettings:
+        if self.enabled and self.mode == "full" and not self.subnets:
+            raise ValueError("mode = 'full' needs at least one [[dhcp.subnets]] table with a pool")
+        if self.mode == "full":
+            for s in self.subnets:
+                if not s.pool:
+                    raise ValueError(f"subnet {s.subnet}: full mode needs pool = 'first-last'")
+        return self
+
+
+class MdnsSettings(_Section):
+    enabled: bool = False
+    interface: str | None = None
+    service: str = "_imprint._tcp"
+    host: str = "0.0.0.0"
+    port: int = Field(default=5353, ge=0, le=65535)
+    instance_name: str = "Imprint"
+    hostname: str | None = None
+    static_neighbours: dict[str, str] = Field(
+        default_factory=dict, description="lab: source IP -> MAC where there is no L2 to learn from"
+    )
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, v: str) -> str:
+        v = v.removesuffix(".").removesuffix(".local")
+        parts = v.split(".")
+        if len(parts) != 2 or not parts[0].startswith("_") or parts[1] not in ("_tcp", "_udp"):
+            raise ValueError(f"{v!r} must look like '_name._tcp' (the '.local.' suffix is implied)")
+        if not 1 <= len(parts[0]) - 1 <= 15:
+            raise ValueError(f"service name {parts[0][1:]!r} must be 1-15 characters (RFC 6335)")
+        return v
+
+
+class CodesSettings(_Section):
+    ttl_hours: float = Field(default=24, gt=0, le=24 * 30)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    key_file: Path | None = Field(
+        default=None, description="secret key outside the database; default next to the store"
+    )
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["human", "json"] = "human"
+
+
+class Settings(BaseSettings):
+    """Every setting of one Imprint instance."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IMPRINT_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    store: StoreSettings = StoreSettings()
+    http: HttpSettings = HttpSettings()
+    tls: TlsSettings = TlsSettings()
+    dhcp: DhcpSettings = DhcpSettings()
+    mdns: MdnsSettings = MdnsSettings()
+    codes: CodesSettings = CodesSettings()
+    log: LogSettings = LogSettings()
+    config_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file: an operator overrides one key without editing the file.
+        return (env_settings, init_settings)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.store.path.parent
+
+    @property
+    def codes_key_file(self) -> Path:
+        return self.codes.key_file or self.state_dir / "imprint-codes.key"
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) or True)
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see configs/lab.toml for every key)"
+        value = e.get("input")
+        shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
+        lines.append(f"  {loc}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read the TOML file at `path` (if any), apply IMPRINT_* overrides, validate; or ConfigError.
+
+    Relative paths in the file ([store] path, [tls] files, [codes] key_file) are taken relative
+    to the file's folder, so a config works wherever the server is started from.
+    """
+    data: dict[str, Any] = {}
+    source = "defaults and environment"
+    base: Path | None = None
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        try:
+            with p.open("rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file {p} does not exist") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {p} is not valid TOML: {e}") from e
+        except OSError as e:
+            raise ConfigError(f"config file {p} cannot be read: {e}") from e
+        base = p.resolve().parent
+        data["config_file"] = str(p.resolve())
+    try:
+        settings = Settings(**data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+    if base is not None:
+        settings = _resolve_paths(settings, base)
+    return settings
+
+
+def _resolve_paths(s: Settings, base: Path) -> Settings:
+    def rel(p: Path | None) -> Path | None:
+        return None if p is None or p.is_absolute() else base / p
+
+    store = s.store.model_copy(update={"path": rel(s.store.path) or s.store.path})
+    tls = s.tls.model_copy(
+        update={
+            "cert_file": rel(s.tls.cert_file) or s.tls.cert_file,
+            "key_file": rel(s.tls.key_file) or s.tls.key_file,
+        }
+    )
+    codes = s.codes.model_copy(update={"key_file": rel(s.codes.key_file) or s.codes.key_file})
+    return s.model_copy(update={"store": store, "tls": tls, "codes": codes})

@@ -1,0 +1,427 @@
+"""SQLite store: every SQL statement of Imprint lives in this module.
+
+WAL, busy_timeout, foreign keys on, numbered migrations applied at start. Writes go through one
+writer connection, one `BEGIN IMMEDIATE` transaction each, serialised by an asyncio lock; reads
+use a second connection (WAL lets them run beside a writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from server.domain import Device, DeviceState, Tenant
+from server.store.base import Conflict
+
+_DEVICE_COLS = (
+    "d.mac, d.tenant_id, d.location, d.state, d.created_at, d.updated_at, d.device_id, "
+    "c.expires_at, d.signed_in_user"
+)
+
+
+def _device(row: Sequence[Any]) -> Device:
+    return Device(
+        mac=row[0],
+        tenant_id=row[1],
+        location=row[2],
+        state=DeviceState(row[3]),
+        created_at=row[4],
+        updated_at=row[5],
+        device_id=row[6],
+        code_expires_at=row[7],
+        signed_in_user=row[8],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRow:
+    mac: str
+    digest: bytes
+    sealed: bytes
+    created_at: str
+    expires_at: str
+    used_at: str | None
+    failed_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    id: str
+    role: str
+    tenant_id: str | None
+    name: str
+    created_at: str
+    revoked_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    id: int
+    at: str
+    actor: str
+    tenant_id: str | None
+    action: str
+    target: str | None
+    before: Any
+    after: Any
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """Numbered migration files shipped in the package, in order: (number, name, sql)."""
+    found = []
+    for entry in importlib.resources.files("server.store").joinpath("migrations").iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+class Tx:
+    """One open write transaction: SQL helpers that run inside it, including the audit entry."""
+
+    def __init__(self, db: aiosqlite.Connection, now: str) -> None:
+        self.db = db
+        self.now = now
+        self.changed_macs: list[str] = []
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Cursor:
+        return await self.db.execute(sql, params)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self.db.executemany(sql, rows)
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self.db.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        async with self.db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def audit(
+        self,
+        actor: str,
+        tenant_id: str | None,
+        action: str,
+        target: str | None,
+        before: Any = None,
+        after: Any = None,
+    ) -> None:
+        await self.db.execute(
+            "INSERT INTO audit (at, actor, tenant_id, action, target, before, after) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (self.now, actor, tenant_id, action, target, _json(before), _json(after)),
+        )
+
+    async def audit_many(
+        self, rows: Iterable[tuple[str, str | None, str, str | None, Any, Any]]
+    ) -> None:
+        await self.db.executemany(
+            "INSERT INTO audit (at, actor, tenant_id, action, target, before, after) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ((self.now, a, t, act, tg, _json(b), _json(af)) for a, t, act, tg, b, af in rows),
+        )
+
+    async def mark_changed(self, macs: Sequence[str]) -> None:
+        """Record device changes so other processes' indexes pick them up."""
+        self.changed_macs.extend(macs)
+        await self.db.executemany(
+            "INSERT INTO registry_changes (mac) VALUES (?)", ((m,) for m in macs)
+        )
+
+
+def _json(v: Any) -> str | None:
+    return None if v is None else json.dumps(v, sort_keys=True, separators=(",", ":"))
+
+
+class SqliteStore:
+    """The embedded default store."""
+
+    def __init__(self, path: Path, busy_timeout_ms: int = 5000) -> None:
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        await db.execute("PRAGMA foreign_keys = ON")
+        await db.execute("PRAGMA synchronous = NORMAL")
+        return db
+
+    async def open(self) -> None:
+        """Open both connections, switch to WAL and apply pending migrations."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await self._connect()
+        async with self._writer.execute("PRAGMA journal_mode = WAL") as cur:
+            row = await cur.fetchone()
+        if row is None or str(row[0]).lower() != "wal":
+            raise RuntimeError(f"{self.path}: cannot switch the database to WAL mode")
+        await self._migrate()
+        self._reader = await self._connect()
+
+    async def close(self) -> None:
+        for db in (self._reader, self._writer):
+            if db is not None:
+                await db.close()
+        self._reader = self._writer = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None
+
+    async def _migrate(self) -> None:
+        db = self._w
+        await db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        async with db.execute("SELECT version FROM schema_migrations") as cur:
+            done = {r[0] for r in await cur.fetchall()}
+        for version, name, sql in migrations():
+            if version in done:
+                continue
+            # executescript would COMMIT implicitly; run statement by statement inside one tx.
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in _split_sql(sql):
+                    await db.execute(stmt)
+                await db.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, datetime('now'))", (version, name)
+                )
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    @property
+    def _w(self) -> aiosqlite.Connection:
+        if self._writer is None:
+            raise RuntimeError("store is not open")
+        return self._writer
+
+    @property
+    def _r(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise RuntimeError("store is not open")
+        return self._reader
+
+    @asynccontextmanager
+    async def transaction(self, now: str) -> AsyncIterator[Tx]:
+        """One write transaction (BEGIN IMMEDIATE): committed on success, rolled back on error."""
+        async with self._write_lock:
+            db = self._w
+            await db.execute("BEGIN IMMEDIATE")
+            tx = Tx(db, now)
+            try:
+                yield tx
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            try:
+                await db.execute("COMMIT")
+            except sqlite3.IntegrityError as e:  # deferred constraint at commit
+                await db.execute("ROLLBACK")
+                raise Conflict(str(e)) from e
+
+    # ---- reads -------------------------------------------------------------------------
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self._r.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        async with self._r.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        row = await self._one("SELECT id, name, created_at FROM tenants WHERE id = ?", (tenant_id,))
+        return Tenant(*row) if row else None
+
+    async def list_tenants(self, only: str | None = None) -> list[Tenant]:
+        if only is not None:
+            rows = await self._all("SELECT id, name, created_at FROM tenants WHERE id = ?", (only,))
+        else:
+            rows = await self._all("SELECT id, name, created_at FROM tenants ORDER BY id")
+        return [Tenant(*r) for r in rows]
+
+    async def device_counts(self) -> dict[tuple[str, str], int]:
+        rows = await self._all("SELECT tenant_id, state, count(*) FROM devices GROUP BY 1, 2")
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    async def get_device(self, mac: str, tenant_id: str | None = None) -> Device | None:
+        sql = f"SELECT {_DEVICE_COLS} FROM devices d LEFT JOIN codes c ON c.mac = d.mac WHERE d.mac = ?"
+        params: list[Any] = [mac]
+        if tenant_id is not None:
+            sql += " AND d.tenant_id = ?"
+            params.append(tenant_id)
+        row = await self._one(sql, params)
+        return _device(row) if row else None
+
+    async def list_devices(
+        self, tenant_id: str, state: str | None, q: str | None, limit: int, offset: int
+    ) -> tuple[int, list[Device]]:
+        where = ["d.tenant_id = ?"]
+        params: list[Any] = [tenant_id]
+        if state:
+            where.append("d.state = ?")
+            params.append(state)
+        if q:
+            where.append("(d.mac LIKE ? ESCAPE '\\' OR d.location LIKE ? ESCAPE '\\')")
+            like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            params += [like, like]
+        cond = " AND ".join(where)
+        count_row = await self._one(f"SELECT count(*) FROM devices d WHERE {cond}", params)
+        rows = await self._all(
+            f"SELECT {_DEVICE_COLS} FROM devices d LEFT JOIN codes c ON c.mac = d.mac "
+            f"WHERE {cond} ORDER BY d.mac LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return int(count_row[0]), [_device(r) for r in rows]
+
+    async def export_rows(
+        self, tenant_id: str, state: str | None
+    ) -> list[tuple[str, str, str, bytes | None, str | None, str | None, int | None]]:
+        """(mac, location, state, sealed, expires_at, used_at, failed_attempts) for the export."""
+        sql = (
+            "SELECT d.mac, d.location, d.state, c.sealed, c.expires_at, c.used_at, "
+            "c.failed_attempts FROM devices d LEFT JOIN codes c ON c.mac = d.mac "
+            "WHERE d.tenant_id = ?"
+        )
+        params: list[Any] = [tenant_id]
+        if state:
+            sql += " AND d.state = ?"
+            params.append(state)
+        return await self._all(sql + " ORDER BY d.mac", params)
+
+    async def existing_macs(self, macs: Sequence[str]) -> dict[str, str]:
+        """Which of `macs` are registered already: mac -> tenant id."""
+        found: dict[str, str] = {}
+        for i in range(0, len(macs), 500):
+            chunk = macs[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for mac, tenant in await self._all(
+                f"SELECT mac, tenant_id FROM devices WHERE mac IN ({marks})", chunk
+            ):
+                found[mac] = tenant
+        return found
+
+    async def macs_in_state(self, tenant_id: str, state: str) -> list[str]:
+        rows = await self._all(
+            "SELECT mac FROM devices WHERE tenant_id = ? AND state = ? ORDER BY mac",
+            (tenant_id, state),
+        )
+        return [r[0] for r in rows]
+
+    async def devices_in(self, tenant_id: str, macs: Sequence[str]) -> dict[str, Device]:
+        """The devices of `tenant_id` among `macs`, by MAC."""
+        out: dict[str, Device] = {}
+        for i in range(0, len(macs), 500):
+            chunk = macs[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in await self._all(
+                f"SELECT {_DEVICE_COLS} FROM devices d LEFT JOIN codes c ON c.mac = d.mac "
+                f"WHERE d.tenant_id = ? AND d.mac IN ({marks})",
+                [tenant_id, *chunk],
+            ):
+                out[row[0]] = _device(row)
+        return out
+
+    async def all_device_views(self) -> list[tuple[str, str, str, str, str]]:
+        """(mac, tenant_id, tenant_name, state, location) for every device: builds the index."""
+        return await self._all(
+            "SELECT d.mac, d.tenant_id, t.name, d.state, d.location "
+            "FROM devices d JOIN tenants t ON t.id = d.tenant_id"
+        )
+
+    async def device_views(self, macs: Sequence[str]) -> list[tuple[str, str, str, str, str]]:
+        out: list[tuple[str, str, str, str, str]] = []
+        for i in range(0, len(macs), 500):
+            chunk = macs[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            out += await self._all(
+                "SELECT d.mac, d.tenant_id, t.name, d.state, d.location FROM devices d "
+                f"JOIN tenants t ON t.id = d.tenant_id WHERE d.mac IN ({marks})",
+                chunk,
+            )
+        return out
+
+    async def max_change_seq(self) -> int:
+        row = await self._one("SELECT coalesce(max(seq), 0) FROM registry_changes")
+        return int(row[0])
+
+    async def changes_since(self, seq: int, limit: int = 50_000) -> list[tuple[int, str]]:
+        return await self._all(
+            "SELECT seq, mac FROM registry_changes WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, limit),
+        )
+
+    async def data_version(self) -> int:
+        row = await self._one("PRAGMA data_version")
+        return int(row[0])
+
+    async def token_by_digest(self, digest: bytes) -> TokenRow | None:
+        row = await self._one(
+            "SELECT id, role, tenant_id, name, created_at, revoked_at FROM api_tokens "
+            "WHERE digest = ?",
+            (digest,),
+        )
+        return TokenRow(*row) if row else None
+
+    async def list_tokens(self) -> list[TokenRow]:
+        rows = await self._all(
+            "SELECT id, role, tenant_id, name, created_at, revoked_at FROM api_tokens ORDER BY created_at"
+        )
+        return [TokenRow(*r) for r in rows]
+
+    async def list_audit(
+        self, tenant_id: str | None, limit: int, before_id: int | None
+    ) -> list[AuditRow]:
+        where: list[str] = []
+        params: list[Any] = []
+        if tenant_id is not None:
+            where.append("tenant_id = ?")
+            params.append(tenant_id)
+        if before_id is not None:
+            where.append("id < ?")
+            params.append(before_id)
+        cond = ("WHERE " + " AND ".join(where)) if where else ""
+        rows = await self._all(
+            f"SELECT id, at, actor, tenant_id, action, target, before, after FROM audit {cond} "
+            "ORDER BY id DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [
+            AuditRow(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                json.loads(r[6]) if r[6] else None,
+                json.loads(r[7]) if r[7] else None,
+            )
+            for r in rows
+        ]
+
+    async def integrity_check(self) -> str:
+        row = await self._one("PRAGMA integrity_check")
+        return str(row[0])
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration file into statements (our files have no ';' inside literals)."""
+    lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

@@ -1,0 +1,47 @@
+"""The services one server instance runs, reachable from handlers through one typed AppKey.
+
+aiohttp freezes the Application before startup, so the container is created with the app and
+filled by the startup context (server/app.py); `ready` says whether the store is open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from server.config import Settings
+from server.discovered import DiscoveredList
+from server.metrics import Registry as MetricsRegistry
+from server.registry import Registry
+from server.tlscert import CertInfo
+
+
+class NotReady(Exception):
+    """The store is not open yet (or any more)."""
+
+
+@dataclass
+class Services:
+    settings: Settings
+    metrics: MetricsRegistry
+    discovered: DiscoveredList
+    openapi: dict[str, Any] = field(default_factory=dict)
+    cert: CertInfo | None = None
+    public_url: str = ""
+    _registry: Registry | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            raise NotReady("the store is not open")
+        return self._registry
+
+    @property
+    def ready(self) -> bool:
+        return self._registry is not None and self._registry.store.is_open
+
+
+SERVICES = web.AppKey("services", Services)

@@ -1,0 +1,169 @@
+"""A route table that both registers aiohttp handlers and describes them in OpenAPI 3.1.
+
+One declaration per route, so the document cannot drift from what the server serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: str  # "path" | "query"
+    schema: dict[str, Any]
+    description: str = ""
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Op:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    auth: str  # "bearer" | "none" | "client" (OAuth client auth) | "session"
+    body: type[BaseModel] | str | None = None  # model, or a media type such as "text/csv"
+    responses: dict[int, tuple[str, type[BaseModel] | str | dict[str, Any] | None]] = field(
+        default_factory=dict
+    )
+    params: tuple[Param, ...] = ()
+    in_schema: bool = True
+
+
+class RouteTable:
+    """Collects Ops; `add_to(app)` registers them, `ops` feeds the OpenAPI builder."""
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        tag: str,
+        auth: str = "bearer",
+        body: type[BaseModel] | str | None = None,
+        responses: dict[int, tuple[str, type[BaseModel] | str | dict[str, Any] | None]]
+        | None = None,
+        params: tuple[Param, ...] = (),
+        in_schema: bool = True,
+    ) -> Callable[[Handler], Handler]:
+        def deco(fn: Handler) -> Handler:
+            self.ops.append(
+                Op(method, path, fn, summary, tag, auth, body, responses or {}, params, in_schema)
+            )
+            return fn
+
+        return deco
+
+    def add_to(self, app: web.Application) -> None:
+        for op in self.ops:
+            app.router.add_route(op.method, op.path, op.handler)
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string", "description": "stable machine-readable error code"},
+        "message": {"type": "string", "description": "what went wrong and what to fix"},
+        "details": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def build_openapi(tables: list[RouteTable], *, title: str, version: str) -> dict[str, Any]:
+    """An OpenAPI 3.1 document for every op in `tables`."""
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    paths: dict[str, dict[str, Any]] = {}
+
+    def ref(model: type[BaseModel]) -> dict[str, Any]:
+        js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in js.pop("$defs", {}).items():
+            schemas[name] = sub
+        schemas[model.__name__] = js
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    def content(spec: type[BaseModel] | str | dict[str, Any]) -> dict[str, Any]:
+        if isinstance(spec, str):
+            fmt = {"type": "string"}
+            return {spec: {"schema": fmt}}
+        if isinstance(spec, dict):
+            return {"application/json": {"schema": spec}}
+        return {"application/json": {"schema": ref(spec)}}
+
+    for table in tables:
+        for op in table.ops:
+            if not op.in_schema:
+                continue
+            entry: dict[str, Any] = {
+                "summary": op.summary,
+                "tags": [op.tag],
+                "operationId": op.handler.__name__,
+                "responses": {},
+            }
+            params = [
+                {
+                    "name": p.name,
+                    "in": p.where,
+                    "required": p.required or p.where == "path",
+                    "schema": p.schema,
+                    **({"description": p.description} if p.description else {}),
+                }
+                for p in op.params
+            ]
+            if params:
+                entry["parameters"] = params
+            if op.body is not None:
+                entry["requestBody"] = {"required": True, "content": content(op.body)}
+            for status, (desc, spec) in sorted(op.responses.items()):
+                r: dict[str, Any] = {"description": desc}
+                if spec is not None:
+                    r["content"] = content(spec)
+                entry["responses"][str(status)] = r
+            entry["responses"].setdefault(
+                "default",
+                {
+                    "description": "error",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
+            )
+            if op.auth == "bearer":
+                entry["security"] = [{"bearerToken": []}]
+            elif op.auth == "client":
+                entry["security"] = [{"clientBasic": []}, {}]
+            paths.setdefault(op.path, {})[op.method.lower()] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearerToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "API token from `imprint tokens create`",
+                },
+                "clientBasic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "OAuth client: device_id and client_secret",
+                },
+            },
+        },
+    }
