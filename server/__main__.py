@@ -13,7 +13,7 @@ import asyncio
 import getpass
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,10 @@ from server.store.sqlite import SqliteStore
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[("" if v is None else str(v)) for v in r] for r in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True)).rstrip()  # noqa: E731
+
+    def line(vals: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True)).rstrip()
+
     out = [line(headers), line(["-" * w for w in widths])]
     out += [line(r) for r in cells]
     return "\n".join(out)
@@ -151,7 +154,11 @@ async def cmd_devices_list(s: Settings, a: argparse.Namespace) -> int:
 
 
 async def cmd_devices_import(s: Settings, a: argparse.Namespace) -> int:
-    data = await asyncio.to_thread(Path(a.file).read_bytes) if a.file != "-" else sys.stdin.buffer.read()
+    data = (
+        await asyncio.to_thread(Path(a.file).read_bytes)
+        if a.file != "-"
+        else sys.stdin.buffer.read()
+    )
     try:
         rows = parse_upload(data)
     except CsvError as e:
@@ -262,7 +269,7 @@ async def cmd_check_config(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
+Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 def build_parser() -> argparse.ArgumentParser:

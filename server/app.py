@@ -16,7 +16,7 @@ from aiohttp import web
 from server import __version__
 from server.codes import CodeVault, load_or_create_key
 from server.config import ConfigError, Settings
-from server.discovered import DiscoveredList
+from server.discovered import DiscoveredDevices
 from server.metrics import Registry as MetricsRegistry
 from server.registry import Registry
 from server.store.sqlite import SqliteStore
@@ -166,7 +166,7 @@ def build_app(
 ) -> web.Application:
     """The whole server as one aiohttp Application (HTTP + background responders)."""
     metrics_registry = MetricsRegistry()
-    services = Services(settings=settings, metrics=metrics_registry, discovered=DiscoveredList())
+    services = Services(settings=settings, metrics=metrics_registry, discovered=DiscoveredDevices())
     services.cert = cert
     services.public_url = public_url(settings)
     app = web.Application(

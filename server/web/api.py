@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from server import __version__
 from server.csvio import TEMPLATE, CsvError, parse_upload, write_export
 from server.domain import Device, DeviceState, Tenant
-from server.registry import Principal, Registry
+from server.registry import Principal, Registry, iso
 from server.web.errors import ApiError
 from server.web.keys import SERVICES
 from server.web.routes import Param, RouteTable
@@ -23,7 +24,7 @@ from server.web.routes import Param, RouteTable
 routes = RouteTable()
 _M = TypeVar("_M", bound=BaseModel)
 
-PRINCIPAL = "imprint.principal"
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 # ---- request and response bodies (pydantic at the edge only) --------------------------------
@@ -118,9 +119,9 @@ class AuditList(BaseModel):
 
 class DiscoveredOut(BaseModel):
     mac: str
-    vendor_class: str | None = None
-    interface: str | None = None
-    protocol: str
+    vendor_class: str = Field(description="DHCP option 60 as sent ('' if none)")
+    interface: str
+    source: str = Field(description="protocol of the latest sighting: dhcp or mdns")
     first_seen: str
     last_seen: str
     count: int
@@ -153,8 +154,8 @@ def tenant_out(t: Tenant) -> dict[str, Any]:
 
 
 def who(request: web.Request) -> Principal:
-    p = request.get(PRINCIPAL)
-    if not isinstance(p, Principal):
+    p: Principal | None = request.get(PRINCIPAL)
+    if p is None:
         raise ApiError(
             401,
             "unauthorized",
@@ -515,8 +516,19 @@ async def discovered(request: web.Request) -> web.Response:
         # Unregistered MACs belong to no tenant yet: only operators see the site-wide list.
         raise ApiError(403, "forbidden", "only operator tokens can list discovered devices")
     limit = int_query(request, "limit", 1000)
-    entries = request.app[SERVICES].discovered.entries()[: max(1, min(limit, 10000))]
-    results = [e.as_dict() for e in entries]
+    entries = request.app[SERVICES].discovered.recent(max(1, min(limit, 10000)))
+    results = [
+        {
+            "mac": e.mac,
+            "vendor_class": e.vendor_class,
+            "interface": e.interface,
+            "source": e.source,
+            "first_seen": iso(datetime.fromtimestamp(e.first_seen, UTC)),
+            "last_seen": iso(datetime.fromtimestamp(e.last_seen, UTC)),
+            "count": e.count,
+        }
+        for e in entries
+    ]
     return web.json_response({"count": len(results), "results": results})
 
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from server.store.base import Conflict, Invalid, NotFound, StoreError
-from server.web.keys import NotReady
+from server.web.keys import SERVICES, NotReady
 
 log = logging.getLogger("imprint.http")
 
@@ -72,11 +72,11 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         )
     except json.JSONDecodeError as e:
         return error_response(400, "bad_request", f"the body is not valid JSON: {e}")
-    except web.HTTPRequestEntityTooLarge as e:
+    except web.HTTPRequestEntityTooLarge:
         return error_response(
             413,
             "too_large",
-            f"the body is larger than the limit of {e.max_size} bytes; split the file or raise [http] max_upload_bytes",
+            f"the body is larger than the limit of {request.app[SERVICES].settings.http.max_upload_bytes} bytes; split the file or raise [http] max_upload_bytes",
         )
     except web.HTTPException as e:
         if e.status >= 400:

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from server.config import Settings
-from server.discovered import DiscoveredList
+from server.discovered import DiscoveredDevices
 from server.metrics import Registry as MetricsRegistry
 from server.registry import Registry
 from server.tlscert import CertInfo
@@ -26,7 +26,7 @@ class NotReady(Exception):
 class Services:
     settings: Settings
     metrics: MetricsRegistry
-    discovered: DiscoveredList
+    discovered: DiscoveredDevices
     openapi: dict[str, Any] = field(default_factory=dict)
     cert: CertInfo | None = None
     public_url: str = ""

@@ -43,8 +43,15 @@ def test_display_and_entry_forms() -> None:
         assert normalize_code(typed) == "BCDFGHJK"
 
 
-@pytest.mark.parametrize(("typed", "msg"), [("BCDF-GHJ", "8 letters"), ("BCDF-GHJA", "only the letters"),
-                                            ("BCDF-GHJ1", "only the letters"), ("", "8 letters")])
+@pytest.mark.parametrize(
+    ("typed", "msg"),
+    [
+        ("BCDF-GHJ", "8 letters"),
+        ("BCDF-GHJA", "only the letters"),
+        ("BCDF-GHJ1", "only the letters"),
+        ("", "8 letters"),
+    ],
+)
 def test_bad_entry_says_what_to_fix(typed: str, msg: str) -> None:
     with pytest.raises(CodeFormatError, match=msg):
         normalize_code(typed)

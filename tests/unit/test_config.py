@@ -44,14 +44,22 @@ def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
         ("[bogus]\nx = 1\n", ["bogus", "unknown key"]),
         ("[dhcp]\nmode = 'relay'\n", ["dhcp.mode", "'inform', 'proxy' or 'full'"]),
         ("[dhcp]\nenabled = true\nmode = 'full'\n", ["dhcp", "[[dhcp.subnets]]"]),
-        ("[[dhcp.subnets]]\nsubnet = '198.18.77.1/24'\n", ["dhcp.subnets.0.subnet", "not an IPv4 network"]),
-        ("[[dhcp.subnets]]\nsubnet = '198.18.77.0/24'\npool = '198.18.78.1-198.18.78.9'\n", ["inside 198.18.77.0/24"]),
+        (
+            "[[dhcp.subnets]]\nsubnet = '198.18.77.1/24'\n",
+            ["dhcp.subnets.0.subnet", "not an IPv4 network"],
+        ),
+        (
+            "[[dhcp.subnets]]\nsubnet = '198.18.77.0/24'\npool = '198.18.78.1-198.18.78.9'\n",
+            ["inside 198.18.77.0/24"],
+        ),
         ("[mdns]\nservice = '_averyveryverylongname._tcp'\n", ["mdns.service", "1-15 characters"]),
         ("[tls]\ncert_file = 'a.pem'\n", ["tls", "together"]),
         ("[codes]\nttl_hours = 0\n", ["codes.ttl_hours", "greater than 0"]),
     ],
 )
-def test_invalid_config_names_the_key_and_reason(tmp_path: Path, text: str, fragments: list[str]) -> None:
+def test_invalid_config_names_the_key_and_reason(
+    tmp_path: Path, text: str, fragments: list[str]
+) -> None:
     with pytest.raises(ConfigError) as exc:
         load_settings(write(tmp_path, text))
     for f in fragments:

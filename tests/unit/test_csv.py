@@ -21,11 +21,18 @@ EXPECTED = [(2, "02:00:5e:00:01:01", "Room 1"), (3, "02:00:5e:00:01:02", "Lobby,
         b'MAC ID,Location\n02:00:5E:00:01:01,Room 1\n02-00-5e-00-01-02,"Lobby, east"\n',
         b'MAC ID,Location\r\n02:00:5E:00:01:01,Room 1\r\n0200.5e00.0102,"Lobby, east"\r\n',
         b'\xef\xbb\xbfMAC ID,Location\r\n02005E000101,Room 1\r\n02:00:5e:00:01:02,"Lobby, east"\r\n',
-        b'MAC ID;Location\n02:00:5E:00:01:01;Room 1\n02:00:5e:00:01:02;Lobby, east\n',
+        b"MAC ID;Location\n02:00:5E:00:01:01;Room 1\n02:00:5e:00:01:02;Lobby, east\n",
         b'"MAC ID";"Location"\r\n"02:00:5E:00:01:01";"Room 1"\r\n"02:00:5e:00:01:02";"Lobby, east"\r\n',
         b'mac id , location \n 02:00:5E:00:01:01 , Room 1 \n\n02:00:5e:00:01:02,"Lobby, east"\n',
     ],
-    ids=["comma-lf", "comma-crlf-bom-free", "bom", "semicolon", "quoted-semicolon", "spaces-blank-line"],
+    ids=[
+        "comma-lf",
+        "comma-crlf-bom-free",
+        "bom",
+        "semicolon",
+        "quoted-semicolon",
+        "spaces-blank-line",
+    ],
 )
 def test_dialects_parse_to_the_same_rows(data: bytes) -> None:
     rows = macs(data)
@@ -93,11 +100,18 @@ def test_safe_cells_are_left_alone() -> None:
 
 
 def test_export_has_the_contract_header_and_is_formula_safe() -> None:
-    text = write_export([
-        ExportRow("02:00:5e:00:01:01", "=HYPERLINK(\"http://x\")", "BCDF-GHJK", "2026-11-28T00:00:00Z",
-                  "awaiting_activation"),
-        ExportRow("02:00:5e:00:01:02", "Lobby", "", "", "awaiting_sign_in"),
-    ])
+    text = write_export(
+        [
+            ExportRow(
+                "02:00:5e:00:01:01",
+                '=HYPERLINK("http://x")',
+                "BCDF-GHJK",
+                "2026-11-28T00:00:00Z",
+                "awaiting_activation",
+            ),
+            ExportRow("02:00:5e:00:01:02", "Lobby", "", "", "awaiting_sign_in"),
+        ]
+    )
     lines = text.split("\r\n")
     assert lines[0] == "MAC ID,Location,Verification code,Code expires (UTC),State"
     assert lines[1].startswith("02:00:5e:00:01:01,\"'=HYPERLINK(")
@@ -105,12 +119,16 @@ def test_export_has_the_contract_header_and_is_formula_safe() -> None:
 
 
 def test_an_export_can_be_uploaded_again() -> None:
-    text = write_export([ExportRow("02:00:5e:00:01:01", "-2nd floor", "BCDF-GHJK", "x", "awaiting_activation")])
+    text = write_export(
+        [ExportRow("02:00:5e:00:01:01", "-2nd floor", "BCDF-GHJK", "x", "awaiting_activation")]
+    )
     assert macs(text.encode()) == [(2, "02:00:5e:00:01:01", "-2nd floor")]
 
 
 def test_hundred_thousand_rows_parse() -> None:
-    lines = ["MAC ID,Location"] + [f"02:00:{i >> 24 & 255:02x}:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x},Room {i}"
-                                   for i in range(100_000)]
+    lines = ["MAC ID,Location"] + [
+        f"02:00:{i >> 24 & 255:02x}:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x},Room {i}"
+        for i in range(100_000)
+    ]
     rows = parse_upload("\n".join(lines).encode())
     assert len(rows) == 100_000 and rows[-1].location == "Room 99999"

@@ -9,8 +9,14 @@ from server.domain import MacError, mac_from_bytes, normalize_mac
 
 @pytest.mark.parametrize(
     "raw",
-    ["AA:BB:CC:DD:EE:F0", "aa-bb-cc-dd-ee-f0", "aabb.ccdd.eef0", "aabbccddeef0", "  AaBbCcDdEeF0 \t",
-     "AABB.CCDD.EEF0"],
+    [
+        "AA:BB:CC:DD:EE:F0",
+        "aa-bb-cc-dd-ee-f0",
+        "aabb.ccdd.eef0",
+        "aabbccddeef0",
+        "  AaBbCcDdEeF0 \t",
+        "AABB.CCDD.EEF0",
+    ],
 )
 def test_accepted_spellings_normalise(raw: str) -> None:
     assert normalize_mac(raw) == "aa:bb:cc:dd:ee:f0"
