@@ -1,0 +1,1 @@
+"""Imprint device emulator: an independent DHCP/mDNS peer that imports nothing from server/."""
