@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # RFC 8628 §6.1: no vowels, no look-alikes
 CODE_LENGTH = 8
 _ALLOWED = frozenset(ALPHABET)
+_SPACE = len(ALPHABET) ** CODE_LENGTH
 _IGNORED = str.maketrans("", "", " -\t")
 
 
@@ -31,8 +32,17 @@ class CodeFormatError(ValueError):
 
 
 def generate_code(randbelow: Callable[[int], int] = secrets.randbelow) -> str:
-    """Return a fresh 8-character code from ALPHABET (CSPRNG by default), unformatted."""
-    return "".join(ALPHABET[randbelow(len(ALPHABET))] for _ in range(CODE_LENGTH))
+    """Return a fresh 8-character code from ALPHABET (CSPRNG by default), unformatted.
+
+    One uniform draw below 20^8 per code, read as 8 base-20 digits: as uniform as 8 draws below
+    20, and one system call instead of eight (100,000 codes in bulk).
+    """
+    n = randbelow(_SPACE)
+    out = []
+    for _ in range(CODE_LENGTH):
+        n, digit = divmod(n, len(ALPHABET))
+        out.append(ALPHABET[digit])
+    return "".join(out)
 
 
 def format_code(code: str) -> str:

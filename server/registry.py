@@ -7,10 +7,12 @@ right after each of our own commits, and from `registry_changes` for other proce
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -154,6 +156,18 @@ class Registry:
             self._seen_seq = changes[-1][0]
             total += len(changes)
 
+    @asynccontextmanager
+    async def _transaction(self, now: str) -> AsyncIterator[Tx]:
+        """A store transaction; afterwards the index's change cursor skips our own changes."""
+        async with self.store.transaction(now) as tx:
+            yield tx
+        if tx.changed_macs:
+            first = tx.last_seq - len(tx.changed_macs) + 1
+            # Our rows are contiguous (BEGIN IMMEDIATE); if nobody else wrote since the cursor,
+            # the poller need not re-read what we already applied to the index.
+            if first == self._seen_seq + 1:
+                self._seen_seq = tx.last_seq
+
     def _apply(self, views: Sequence[DeviceView], removed: Sequence[str] = ()) -> None:
         for v in views:
             self.index[v.mac] = v
@@ -187,7 +201,7 @@ class Registry:
             )
         now = self.now()
         try:
-            async with self.store.transaction(now) as tx:
+            async with self._transaction(now) as tx:
                 await tx.execute(
                     "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
                     (tenant_id, name, now),
@@ -219,7 +233,7 @@ class Registry:
         now = self.now()
         device_id = new_device_id()
         try:
-            async with self.store.transaction(now) as tx:
+            async with self._transaction(now) as tx:
                 await tx.execute(
                     "INSERT INTO devices (mac, device_id, tenant_id, location, state, created_at, "
                     "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -292,7 +306,7 @@ class Registry:
         before = await self.get_device(who, tenant_id, mac)
         location = validate_location(location)
         now = self.now()
-        async with self.store.transaction(now) as tx:
+        async with self._transaction(now) as tx:
             await tx.execute(
                 "UPDATE devices SET location = ?, updated_at = ? WHERE mac = ? AND tenant_id = ?",
                 (location, now, before.mac, tenant_id),
@@ -311,7 +325,7 @@ class Registry:
 
     async def delete_device(self, who: Principal, tenant_id: str, mac: str) -> None:
         before = await self.get_device(who, tenant_id, mac)
-        async with self.store.transaction(self.now()) as tx:
+        async with self._transaction(self.now()) as tx:
             await tx.execute(
                 "DELETE FROM devices WHERE mac = ? AND tenant_id = ?", (before.mac, tenant_id)
             )
@@ -356,7 +370,7 @@ class Registry:
         total = len(rows)
         state = DeviceState.AWAITING_ACTIVATION.value
         try:
-            async with self.store.transaction(now) as tx:
+            async with self._transaction(now) as tx:
                 for start in range(0, total, _IMPORT_CHUNK):
                     chunk = rows[start : start + _IMPORT_CHUNK]
                     await tx.executemany(
@@ -445,15 +459,9 @@ class Registry:
         now_dt = self.clock()
         now = iso(now_dt)
         expires = iso(now_dt + self.code_ttl)
-        issued: list[IssuedCode] = []
-        rows_out: list[tuple[str, bytes, bytes, str, str]] = []
-        for mac in targets:
-            code = generate_code()
-            rows_out.append(
-                (mac, self.vault.digest(mac, code), self.vault.seal(mac, code), now, expires)
-            )
-            issued.append(IssuedCode(mac, format_code(code), expires))
-        async with self.store.transaction(now) as tx:
+        # CPU work off the event loop: the DHCP/mDNS responders share it.
+        rows_out, issued = await asyncio.to_thread(self._mint_codes, targets, now, expires)
+        async with self._transaction(now) as tx:
             for start in range(0, len(rows_out), _IMPORT_CHUNK):
                 chunk = rows_out[start : start + _IMPORT_CHUNK]
                 # INSERT OR REPLACE: regenerating revokes the previous code and its attempt count.
@@ -467,6 +475,19 @@ class Registry:
                     for r in chunk
                 )
         return issued
+
+    def _mint_codes(
+        self, targets: Sequence[str], now: str, expires: str
+    ) -> tuple[list[tuple[str, bytes, bytes, str, str]], list[IssuedCode]]:
+        rows: list[tuple[str, bytes, bytes, str, str]] = []
+        issued: list[IssuedCode] = []
+        for mac in targets:
+            code = generate_code()
+            rows.append(
+                (mac, self.vault.digest(mac, code), self.vault.seal(mac, code), now, expires)
+            )
+            issued.append(IssuedCode(mac, format_code(code), expires))
+        return rows, issued
 
     def code_is_current(
         self, expires_at: str | None, used_at: str | None, failed: int | None, now: str
@@ -486,11 +507,16 @@ class Registry:
             raise Invalid(
                 f"state {state!r} is not one of: " + ", ".join(s.value for s in DeviceState)
             )
-        now = self.now()
+        rows = await self.store.export_rows(tenant_id, state)
+        return await asyncio.to_thread(self._export_rows, rows, self.now())
+
+    def _export_rows(
+        self,
+        rows: Sequence[tuple[str, str, str, bytes | None, str | None, str | None, int | None]],
+        now: str,
+    ) -> list[ExportRow]:
         out = []
-        for mac, loc, st, sealed, expires, used, failed in await self.store.export_rows(
-            tenant_id, state
-        ):
+        for mac, loc, st, sealed, expires, used, failed in rows:
             current = (
                 st == DeviceState.AWAITING_ACTIVATION
                 and sealed is not None
@@ -518,7 +544,7 @@ class Registry:
         token = "imp_" + secrets.token_urlsafe(32)
         token_id = secrets.token_hex(6)
         now = self.now()
-        async with self.store.transaction(now) as tx:
+        async with self._transaction(now) as tx:
             await tx.execute(
                 "INSERT INTO api_tokens (id, digest, role, tenant_id, name, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -536,7 +562,7 @@ class Registry:
 
     async def revoke_token(self, actor: str, token_id: str) -> None:
         now = self.now()
-        async with self.store.transaction(now) as tx:
+        async with self._transaction(now) as tx:
             cur = await tx.execute(
                 "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                 (now, token_id),

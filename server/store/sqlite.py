@@ -19,6 +19,7 @@ from typing import Any
 
 import aiosqlite
 
+from server.dhcp.pool import Lease, LeaseState
 from server.domain import Device, DeviceState, Tenant
 from server.store.base import Conflict
 
@@ -92,6 +93,7 @@ class Tx:
         self.db = db
         self.now = now
         self.changed_macs: list[str] = []
+        self.last_seq = 0  # highest registry_changes.seq written by this transaction
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Cursor:
         return await self.db.execute(sql, params)
@@ -137,10 +139,16 @@ class Tx:
         await self.db.executemany(
             "INSERT INTO registry_changes (mac) VALUES (?)", ((m,) for m in macs)
         )
+        async with self.db.execute("SELECT max(seq) FROM registry_changes") as cur:
+            row = await cur.fetchone()
+        self.last_seq = int(row[0]) if row and row[0] is not None else 0
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 def _json(v: Any) -> str | None:
-    return None if v is None else json.dumps(v, sort_keys=True, separators=(",", ":"))
+    return None if v is None else _ENCODER.encode(v)
 
 
 class SqliteStore:
@@ -415,6 +423,55 @@ class SqliteStore:
             )
             for r in rows
         ]
+
+    # ---- DHCP leases (full mode): the LeaseStore protocol of server/dhcp/pool.py ----------------
+
+    async def load_leases(self) -> list[Lease]:
+        rows = await self._all(
+            "SELECT ip, mac, client_id, state, expires_at, subnet, updated_at FROM dhcp_leases"
+        )
+        return [
+            Lease(
+                ip=r[0],
+                mac=r[1],
+                client_id=r[2],
+                state=LeaseState(r[3]),
+                expires_at=r[4],
+                subnet=r[5],
+                updated_at=r[6],
+            )
+            for r in rows
+        ]
+
+    async def save_leases(self, changes: Sequence[Lease]) -> None:
+        """Upsert every lease in one transaction, keyed by ip; later items win."""
+        async with self._write_lock:
+            db = self._w
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.executemany(
+                    "INSERT INTO dhcp_leases (ip, mac, client_id, state, expires_at, subnet, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ip) DO UPDATE SET "
+                    "mac = excluded.mac, client_id = excluded.client_id, state = excluded.state, "
+                    "expires_at = excluded.expires_at, subnet = excluded.subnet, "
+                    "updated_at = excluded.updated_at",
+                    [
+                        (
+                            x.ip,
+                            x.mac,
+                            x.client_id,
+                            x.state.value,
+                            x.expires_at,
+                            x.subnet,
+                            x.updated_at,
+                        )
+                        for x in changes
+                    ],
+                )
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
 
     async def integrity_check(self) -> str:
         row = await self._one("PRAGMA integrity_check")

@@ -35,6 +35,18 @@ def test_generated_codes_use_only_the_alphabet_and_vary() -> None:
 def test_generation_uses_the_given_random_source() -> None:
     assert generate_code(lambda n: 0) == "BBBBBBBB"
     assert generate_code(lambda n: n - 1) == "ZZZZZZZZ"
+    assert generate_code(lambda n: 1) == "CBBBBBBB"  # base-20 digits, least significant first
+
+
+def test_each_position_is_uniform_over_the_alphabet() -> None:
+    from collections import Counter
+
+    counts = [Counter[str]() for _ in range(8)]
+    for _ in range(20_000):
+        for i, ch in enumerate(generate_code()):
+            counts[i][ch] += 1
+    for c in counts:  # 1,000 expected per letter; 5 sigma is about 150
+        assert set(c) == set(ALPHABET) and min(c.values()) > 800 and max(c.values()) < 1200
 
 
 def test_display_and_entry_forms() -> None:
