@@ -18,6 +18,7 @@ class Reason(StrEnum):
 
     REGISTERED = "IMP_REGISTERED"  # registered MAC: answer
     UNREGISTERED = "IMP_UNREGISTERED"  # not in the registry: silent drop
+    MAC_UNKNOWN = "IMP_MAC_UNKNOWN"  # the querier's MAC could not be learned: silent drop
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,174 @@
+"""mDNS glue, no sockets: datagram -> decode -> screen -> learn MAC -> policy -> responder -> sends.
+
+Every datagram `handle` gets ends in exactly one of `imprint_mdns_packets_dropped_total{reason}`
+or `imprint_mdns_answers_sent_total{kind}`; each policy decision is also counted in
+`imprint_mdns_decisions_total{decision,reason}` and logged once on "imprint.mdns".
+`handle` never raises: a fault of ours is counted as MDNS_INTERNAL_ERROR and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from server.domain import DeviceView
+from server.mdns.codec import DecodeError, decode_query
+from server.mdns.neighbours import NeighbourResolver
+from server.mdns.ratelimit import TokenBuckets
+from server.mdns.records import ServiceRecords
+from server.mdns.responder import MDNS_PORT, Ignore, Network, ReplyKind, Responder
+from server.metrics import Registry
+from server.policy import Decision, Reason, decide
+
+INTERNAL_ERROR = "MDNS_INTERNAL_ERROR"
+
+Send = tuple[bytes, tuple[str, int]]
+
+
+class MdnsService:
+    """One mDNS responder for one service instance, deciding through server.policy."""
+
+    def __init__(
+        self,
+        records: ServiceRecords,
+        index: Mapping[str, DeviceView],
+        *,
+        networks: Iterable[Network],
+        neighbours: NeighbourResolver,
+        metrics: Registry,
+        rate: float = 1.0,
+        burst: float = 8.0,
+        max_sources: int = 4096,
+        cache_size: int = 128,
+        max_goodbye_peers: int = 1024,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        # `index` is the live registry mapping the store mutates: read on every packet, never
+        # copied, so a registration applies to the next query.
+        self._index = index
+        self._neighbours = neighbours
+        self._responder = Responder(
+            records,
+            networks,
+            limiter=TokenBuckets(rate, burst, max_sources),
+            cache_size=cache_size,
+        )
+        self._log = logger or logging.getLogger("imprint.mdns")
+        self._peers: OrderedDict[str, float] = OrderedDict()  # answered via 5353 -> when
+        self._max_peers = max_goodbye_peers
+        self.received = metrics.counter(
+            "imprint_mdns_packets_received_total", "mDNS datagrams received"
+        )
+        self.dropped = metrics.counter(
+            "imprint_mdns_packets_dropped_total",
+            "mDNS datagrams that got no answer, by reason code",
+            ["reason"],
+        )
+        self.decisions = metrics.counter(
+            "imprint_mdns_decisions_total",
+            "policy decisions on mDNS queriers for our service",
+            ["decision", "reason"],
+        )
+        self.answers = metrics.counter(
+            "imprint_mdns_answers_sent_total",
+            "mDNS answers handed to the transport, by kind (legacy, qu, qm, goodbye)",
+            ["kind"],
+        )
+        self.send_errors = metrics.counter(
+            "imprint_mdns_send_errors_total", "mDNS datagrams the socket refused", ["reason"]
+        )
+
+    @property
+    def responder(self) -> Responder:
+        return self._responder
+
+    @property
+    def records(self) -> ServiceRecords:
+        return self._responder.records
+
+    def set_records(self, records: ServiceRecords) -> None:
+        """Use new records (endpoint, host name or addresses changed) from the next packet on."""
+        self._responder.set_records(records)
+
+    def set_networks(self, networks: Iterable[Network]) -> None:
+        """Use new on-link networks from the next packet on."""
+        self._responder.set_networks(networks)
+
+    def handle(
+        self, data: bytes, source: Sequence[Any], now: float, frame_mac: str | None = None
+    ) -> list[Send]:
+        """Datagrams to send in answer to `data` from `source` (host, port, ...); never raises."""
+        self.received.inc()
+        try:
+            return self._handle(data, str(source[0]), int(source[1]), now, frame_mac)
+        except Exception:
+            self.dropped.inc(INTERNAL_ERROR)
+            self._log.exception("mdns: internal error on a datagram from %r", source)
+            return []
+
+    def _handle(
+        self, data: bytes, ip: str, port: int, now: float, frame_mac: str | None
+    ) -> list[Send]:
+        try:
+            query = decode_query(data)
+        except DecodeError as e:
+            self.dropped.inc(e.reason.value)
+            self._log.debug("mdns: drop from %s:%d: %s", ip, port, e)
+            return []
+        pending = self._responder.screen(query, ip, port, now)
+        if isinstance(pending, Ignore):
+            self.dropped.inc(pending.reason)
+            return []
+        mac, how = self._neighbours.resolve(ip, now, frame_mac)
+        if mac is None:
+            decision = Decision(answer=False, reason=Reason.MAC_UNKNOWN)
+        else:
+            decision = decide(self._index, mac)
+        verdict = "answer" if decision.answer else "ignore"
+        self.decisions.inc(verdict, decision.reason.value)
+        self._log.info(
+            "mdns query source=%s:%d mac=%s via=%s qname=%s decision=%s reason=%s",
+            ip,
+            port,
+            mac or "-",
+            how,
+            pending.qname,
+            verdict,
+            decision.reason.value,
+        )
+        result = self._responder.answer(pending, decision)
+        if isinstance(result, Ignore):
+            self.dropped.inc(result.reason)
+            return []
+        self.answers.inc(result.kind.value)
+        if result.kind is not ReplyKind.LEGACY:
+            self._remember_peer(result.dest[0], now)
+        return [(result.payload, result.dest)]
+
+    def _remember_peer(self, ip: str, now: float) -> None:
+        self._peers[ip] = now
+        self._peers.move_to_end(ip)
+        if len(self._peers) > self._max_peers:
+            self._peers.popitem(last=False)
+
+    def goodbyes(self, now: float) -> list[Send]:
+        """Goodbye packets (TTL 0, RFC 6762 §10.1) for queriers that may still cache our records.
+
+        Unicast to port 5353 of each querier answered (not legacy) within the longest TTL, never
+        multicast: a multicast goodbye would tell every host on the link that the service
+        existed. Legacy queriers are skipped: they hold our records for at most 10 s.
+        """
+        horizon = now - self.records.max_ttl
+        peers = [ip for ip, when in self._peers.items() if when >= horizon]
+        if not peers:
+            return []
+        packet = self._responder.goodbye()
+        self._peers.clear()
+        self.answers.inc("goodbye", amount=len(peers))
+        return [(packet, (ip, MDNS_PORT)) for ip in peers]
+
+    def count_send_error(self, exc: BaseException) -> None:
+        """Count a datagram the transport could not send (OSError name as the reason)."""
+        self.send_errors.inc(type(exc).__name__)
