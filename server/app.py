@@ -5,18 +5,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import ipaddress
 import logging
 import signal
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from server import __version__
 from server.codes import CodeVault, load_or_create_key
 from server.config import ConfigError, Settings
+from server.dhcp.pool import subnet_from_mapping
+from server.dhcp.profiles import profile_from_mapping
+from server.dhcp.responder import Mode
+from server.dhcp.service import DhcpConfig, DhcpService
+from server.dhcp.transport import start_dhcp
 from server.discovered import DiscoveredDevices
+from server.domain import ProvisioningEndpoint
+from server.mdns.neighbours import (
+    KernelNeighbours,
+    NeighbourResolver,
+    interface_addresses,
+    interface_networks,
+)
+from server.mdns.records import build_records
+from server.mdns.service import MdnsService
+from server.mdns.transport import start_mdns
 from server.metrics import Registry as MetricsRegistry
 from server.registry import Registry
 from server.store.sqlite import SqliteStore
@@ -27,6 +46,8 @@ from server.web.keys import SERVICES, Services
 from server.web.routes import RouteTable, build_openapi
 
 log = logging.getLogger("imprint")
+
+PROVISION_PATH = "/provision"  # the device-facing endpoint, relative to the public URL
 
 Clock = Callable[[], datetime]
 
@@ -42,8 +63,6 @@ def resolve_certificate(settings: Settings) -> CertInfo | None:
             raise ConfigError(str(e)) from e
     names = [settings.http.host] if settings.http.host not in ("0.0.0.0", "::", "") else []
     if settings.http.public_url:
-        from urllib.parse import urlsplit
-
         host = urlsplit(settings.http.public_url).hostname
         if host:
             names.insert(0, host)
@@ -56,8 +75,6 @@ def public_url(settings: Settings) -> str:
     scheme = "https" if settings.tls.enabled else "http"
     host = settings.http.host
     if host in ("0.0.0.0", "::", ""):
-        import socket
-
         host = socket.gethostname()
     hostpart = f"[{host}]" if ":" in host else host
     return f"{scheme}://{hostpart}:{settings.http.port}"
@@ -161,6 +178,132 @@ async def _poll(registry: Registry, interval: float) -> None:
             log.exception("registry poll failed; retrying")
 
 
+def provisioning_endpoint(services: Services) -> ProvisioningEndpoint:
+    """What DHCP options and mDNS records advertise: public URL, provisioning path, fingerprint."""
+    url = urlsplit(services.public_url)
+    scheme = url.scheme or "https"
+    port = url.port or (443 if scheme == "https" else 80)
+    return ProvisioningEndpoint(
+        scheme=scheme,
+        host=url.hostname or "imprint",
+        port=port,
+        path=url.path.rstrip("/") + PROVISION_PATH,
+        fingerprint_sha256=services.cert.fingerprint_sha256 if services.cert else "",
+    )
+
+
+async def _run_dhcp(app: web.Application) -> AsyncIterator[None]:
+    svc = app[SERVICES]
+    s = svc.settings.dhcp
+    if not s.enabled:
+        yield
+        return
+    registry = svc.registry
+    server_ip = s.server_ip or _interface_ipv4(s.interface, "dhcp")
+    mode = Mode(s.mode)
+    config = DhcpConfig(
+        mode=mode,
+        server_ip=server_ip,
+        endpoint=provisioning_endpoint(svc),
+        profiles=tuple(profile_from_mapping(p) for p in s.profiles),
+        subnets=tuple(subnet_from_mapping(x.model_dump()) for x in s.subnets),
+        client_port=s.client_port,
+    )
+    service = DhcpService(
+        config,
+        registry.index,
+        svc.metrics,
+        discovered=svc.discovered,
+        lease_store=registry.store if mode is Mode.FULL else None,
+    )
+    server = await start_dhcp(service, s.host, s.port, s.interface, queue_size=s.queue_size)
+    svc.extra["dhcp"] = service
+    log.info(
+        "DHCP responder (%s mode) on %s:%d%s, server id %s",
+        s.mode,
+        s.host,
+        s.port,
+        f" interface {s.interface}" if s.interface else "",
+        server_ip,
+    )
+    try:
+        yield
+    finally:
+        await server.close()
+        svc.extra.pop("dhcp", None)
+
+
+async def _run_mdns(app: web.Application) -> AsyncIterator[None]:
+    svc = app[SERVICES]
+    s = svc.settings.mdns
+    if not s.enabled:
+        yield
+        return
+    endpoint = provisioning_endpoint(svc)
+    loopback = s.interface == "lo" or (s.interface is None and _is_loopback(s.host))
+    iface = "lo" if loopback else s.interface
+    networks = interface_networks(iface)
+    addresses = [endpoint.host] if _is_ip(endpoint.host) else []
+    if not addresses and iface:
+        addresses = interface_addresses(iface)
+    if not addresses:
+        raise ConfigError(
+            "mdns: cannot tell which address to advertise: set [http] public_url to an address "
+            "or set [mdns] interface"
+        )
+    records = build_records(
+        endpoint,
+        hostname=s.hostname or f"imprint-{socket.gethostname().split('.')[0]}",
+        addresses=addresses,
+        service=s.service,
+        instance_name=s.instance_name,
+    )
+    neighbours = NeighbourResolver(
+        static=s.static_neighbours,
+        kernel=None if loopback else KernelNeighbours(iface),
+    )
+    service = MdnsService(
+        records, svc.registry.index, networks=networks, neighbours=neighbours, metrics=svc.metrics
+    )
+    server = await start_mdns(
+        service, s.host, s.port, None if loopback else iface, join_group=not loopback
+    )
+    log.info(
+        "mDNS responder for %s.local. on %s:%d%s",
+        s.service,
+        s.host,
+        s.port,
+        " (lab: static neighbours, no multicast group)" if loopback else f" interface {iface}",
+    )
+    try:
+        yield
+    finally:
+        server.close(goodbye=True)
+        await server.wait_closed()
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(host: str) -> bool:
+    return _is_ip(host) and ipaddress.ip_address(host).is_loopback
+
+
+def _interface_ipv4(interface: str | None, section: str) -> str:
+    for addr in interface_addresses(interface) if interface else []:
+        if "." in addr:
+            return addr
+    raise ConfigError(
+        f"{section}.server_ip: not set and no IPv4 address found on interface {interface!r}; "
+        "give this server's address on the site VLAN"
+    )
+
+
 def build_app(
     settings: Settings, *, clock: Clock | None = None, cert: CertInfo | None = None
 ) -> web.Application:
@@ -179,6 +322,8 @@ def build_app(
         t.add_to(app)
     services.openapi = build_openapi(tables, title="Imprint", version=__version__)
     app.cleanup_ctx.append(_store_ctx(clock))
+    app.cleanup_ctx.append(_run_dhcp)
+    app.cleanup_ctx.append(_run_mdns)
     return app
 
 
@@ -207,15 +352,23 @@ async def serve(settings: Settings, *, ready: Callable[[str], None] | None = Non
         )
     app = build_app(settings, cert=cert)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(
-        runner,
-        settings.http.host,
-        settings.http.port,
-        ssl_context=ssl_context(cert) if cert else None,
-        shutdown_timeout=10,
-    )
-    await site.start()
+    try:
+        await runner.setup()
+        site = web.TCPSite(
+            runner,
+            settings.http.host,
+            settings.http.port,
+            ssl_context=ssl_context(cert) if cert else None,
+            shutdown_timeout=10,
+        )
+        await site.start()
+    except (ConfigError, ValueError, OSError) as e:
+        await runner.cleanup()
+        if isinstance(e, OSError) and e.errno == errno.EACCES:
+            raise ConfigError(
+                f"{e}: ports below 1024 need root or CAP_NET_BIND_SERVICE (see the README)"
+            ) from e
+        raise ConfigError(f"cannot start: {e}") from e
     url = app[SERVICES].public_url
     log.info("Imprint %s listening on %s (public URL %s)", __version__, site.name, url)
     if ready:

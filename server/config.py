@@ -113,6 +113,15 @@ class DhcpSettings(_Section):
     subnets: list[DhcpSubnet] = Field(default_factory=list)
     profiles: list[dict[str, Any]] = Field(default_factory=list)
 
+    @field_validator("profiles")
+    @classmethod
+    def _profiles(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from server.dhcp.profiles import profile_from_mapping  # pure: option encodings as data
+
+        for p in v:
+            profile_from_mapping(p)  # raises ValueError naming the profile, key and fix
+        return v
+
     @model_validator(mode="after")
     def _full_needs_subnets(self) -> DhcpSettings:
         if self.enabled and self.mode == "full" and not self.subnets:
