@@ -1,0 +1,355 @@
+"""DHCP glue without sockets: bytes in -> decode -> policy -> pool (full mode) -> respond -> bytes out.
+
+Counts every packet in the metrics registry (no MAC labels) and logs one INFO line per decision
+on the `imprint.dhcp` logger with `extra=` fields. The registry `index` is read on every packet,
+so a device registered a moment ago is answered on its next packet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from server.dhcp.codec import (
+    BOOTREQUEST,
+    OPT_VENDOR_CLASS,
+    TYPE_NAMES,
+    DecodeError,
+    DhcpMessage,
+    EncodeError,
+    decode,
+    encode,
+    ip_bytes,
+)
+from server.dhcp.pool import Lease, LeasePool, LeaseState, LeaseStore, Subnet
+from server.dhcp.profiles import ProfileTable, VendorProfile
+from server.dhcp.responder import (
+    Ignore,
+    IgnoreReason,
+    Mode,
+    Reply,
+    ResponderContext,
+    pool_step,
+    respond,
+)
+from server.discovered import DiscoveredDevices
+from server.domain import DeviceView, ProvisioningEndpoint, mac_from_bytes
+from server.metrics import Registry
+from server.policy import decide
+
+_ZERO_MAC = bytes(6)
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpConfig:
+    """Everything the DHCP service needs from Settings (built by the composition root)."""
+
+    mode: Mode
+    server_ip: str  # our IPv4 address on the site VLAN: option 54 and full-mode subnet choice
+    endpoint: ProvisioningEndpoint
+    profiles: tuple[VendorProfile, ...] = ()  # site profiles, tried before the built-ins
+    builtin_profiles: bool = True
+    subnets: tuple[Subnet, ...] = ()  # full mode only
+    client_port: int = 68  # lab knob: port of client-bound replies (68 on a real network)
+    server_port: int = 67  # port of relay-bound replies
+    max_size_cap: int = 1500  # largest reply even if option 57 allows more
+    offer_hold: float = 60  # seconds an offered address stays reserved
+    decline_quarantine: float = 86400  # seconds a declined address stays out of use
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One datagram to send."""
+
+    data: bytes
+    dest: tuple[str, int]
+    msg_type: int
+
+
+class _GroupCommit:
+    """Persist lease changes before their replies go out, many callers per transaction.
+
+    Callers arriving while a save is in flight join the next batch, so under load one SQLite
+    transaction covers many ACKs instead of one each.
+    """
+
+    def __init__(self, store: LeaseStore, on_batch: Callable[[int], None]) -> None:
+        self._store = store
+        self._on_batch = on_batch
+        self._pending: list[Lease] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def commit(self, changes: Sequence[Lease]) -> None:
+        """Return once `changes` are stored; raise what the store raised otherwise."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.extend(changes)
+        self._waiters.append(fut)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        await fut
+
+    async def _run(self) -> None:
+        while self._waiters:
+            batch, waiters = self._pending, self._waiters
+            self._pending, self._waiters = [], []
+            latest = {lease.ip: lease for lease in batch}  # later changes to one address win
+            try:
+                await self._store.save_leases(list(latest.values()))
+            except Exception as exc:  # the store's failure is every waiter's failure
+                for w in waiters:
+                    if not w.done():
+                        w.set_exception(exc)
+            else:
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(None)
+            self._on_batch(len(waiters))
+
+
+class DhcpService:
+    """Turns one received datagram into the datagrams to send back."""
+
+    def __init__(
+        self,
+        config: DhcpConfig,
+        index: Mapping[str, DeviceView],
+        metrics: Registry,
+        discovered: DiscoveredDevices | None = None,
+        lease_store: LeaseStore | None = None,
+        logger: logging.Logger | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        try:
+            server_id = ip_bytes(config.server_ip)
+        except ValueError:
+            raise ValueError(
+                f"dhcp.server_ip: {config.server_ip!r} is not an IPv4 address; give this server's "
+                "address on the site VLAN"
+            ) from None
+        self.config = config
+        self._index = index
+        self._discovered = discovered
+        self._log = logger or logging.getLogger("imprint.dhcp")
+        self._clock = clock
+        self.profiles = ProfileTable(
+            config.profiles, config.endpoint, config.server_ip, builtins=config.builtin_profiles
+        )
+        for warning in self.profiles.warnings:
+            self._log.warning("%s", warning)
+        self.ctx = ResponderContext(
+            mode=config.mode,
+            server_id=server_id,
+            profiles=self.profiles,
+            client_port=config.client_port,
+            server_port=config.server_port,
+            max_size_cap=config.max_size_cap,
+        )
+        self.pool: LeasePool | None = None
+        self._lease_store = lease_store
+        self._commit: _GroupCommit | None = None
+        if config.mode is Mode.FULL:
+            if not config.subnets:
+                raise ValueError("dhcp.subnets: mode 'full' needs at least one subnet with a pool")
+            if lease_store is None:
+                raise ValueError("dhcp: mode 'full' needs a lease store to persist leases")
+            me = ipaddress.IPv4Address(config.server_ip)
+            for s in config.subnets:
+                if s.pool_first <= me <= s.pool_last:
+                    raise ValueError(
+                        f"dhcp.subnets[{s.network}].pool: contains this server's own address "
+                        f"{me}; shrink the pool"
+                    )
+            self.pool = LeasePool(
+                config.subnets,
+                offer_hold=config.offer_hold,
+                decline_quarantine=config.decline_quarantine,
+            )
+            self._commit = _GroupCommit(lease_store, self._observe_batch)
+        self._received = metrics.counter(
+            "imprint_dhcp_packets_received_total",
+            "DHCP datagrams received, by message type",
+            ["type"],
+        )
+        self._dropped = metrics.counter(
+            "imprint_dhcp_packets_dropped_total",
+            "DHCP datagrams not answered, by reason code",
+            ["reason"],
+        )
+        self._decisions = metrics.counter(
+            "imprint_dhcp_decisions_total",
+            "DHCP decisions (reply, ignore, silent by protocol), by reason code",
+            ["decision", "reason"],
+        )
+        self._sent = metrics.counter(
+            "imprint_dhcp_packets_sent_total", "DHCP replies sent, by message type", ["type"]
+        )
+        self.errors = metrics.counter(
+            "imprint_dhcp_errors_total",
+            "Unexpected exceptions caught per datagram, by stage",
+            ["stage"],
+        )
+        self._batch = metrics.histogram(
+            "imprint_dhcp_lease_commit_batch_size",
+            "Replies waiting on one lease-store transaction",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+        )
+        if self.pool is not None:
+            metrics.gauge(
+                "imprint_dhcp_leases", "Full-mode leases known, by state", ["state"]
+            ).set_function(self._lease_counts)
+
+    # -- lifecycle --
+
+    async def start(self) -> None:
+        """Load persisted leases (full mode); call once before the first packet."""
+        if self.pool is None or self._lease_store is None:
+            return
+        skipped = self.pool.load(await self._lease_store.load_leases())
+        if skipped:
+            self._log.warning("ignored %d stored leases outside today's pools", skipped)
+
+    async def expire_leases(self) -> int:
+        """Persist leases that have lapsed by now; returns how many changed (full mode)."""
+        if self.pool is None or self._commit is None:
+            return 0
+        changes = self.pool.expire(self._clock())
+        if changes:
+            await self._commit.commit(changes)
+        return len(changes)
+
+    def count_drop(self, reason: str) -> None:
+        """Count a datagram the transport dropped before handing it over (e.g. queue full)."""
+        self._dropped.inc(reason)
+
+    # -- packet path --
+
+    async def handle(self, data: bytes, src: tuple[str, int], iface: str) -> list[Outgoing]:
+        """Datagrams to send in answer to `data`; never raises (errors are counted and logged)."""
+        try:
+            return await self._handle(data, src, iface)
+        except Exception:
+            self.errors.inc("handle")
+            self._log.exception("DHCP packet from %s:%s could not be handled", src[0], src[1])
+            return []
+
+    async def _handle(self, data: bytes, src: tuple[str, int], iface: str) -> list[Outgoing]:
+        try:
+            request = decode(data)
+        except DecodeError as e:
+            self._received.inc("malformed")
+            self._dropped.inc(e.reason)
+            self._log.debug("DHCP datagram from %s:%s dropped: %s", src[0], src[1], e)
+            return []
+        mt = request.msg_type
+        tname = TYPE_NAMES.get(mt, "unknown")
+        self._received.inc(tname)
+        if request.op != BOOTREQUEST:
+            # Another server's reply: neither a decision about a device nor a sighting of one.
+            self._dropped.inc(IgnoreReason.NOT_A_REQUEST)
+            return []
+        chaddr = request.chaddr
+        if chaddr[0] & 1 or chaddr == _ZERO_MAC:
+            self._dropped.inc(IgnoreReason.BAD_CHADDR)
+            return []
+        mac = mac_from_bytes(chaddr)
+        decision = decide(self._index, mac)
+        if not decision.answer:
+            if self._discovered is not None:
+                self._discovered.record(
+                    mac,
+                    source="dhcp",
+                    interface=iface,
+                    now=self._clock(),
+                    vendor_class=request.options.get(OPT_VENDOR_CLASS),
+                )
+            return self._ignored(request, tname, mac, iface, Ignore(decision.reason))
+        pool_result = None
+        if self.pool is not None and self._commit is not None:
+            pool_result = pool_step(self.pool, request, self.ctx, self._clock())
+            if pool_result is not None and pool_result.changes:
+                try:
+                    await self._commit.commit(pool_result.changes)
+                except Exception:
+                    # The pool keeps the binding in memory; the client's retry re-commits it.
+                    self._log.exception("lease store failed; reply withheld", extra={"mac": mac})
+                    return self._ignored(
+                        request, tname, mac, iface, Ignore(IgnoreReason.LEASE_STORE_FAILED)
+                    )
+        result = respond(request, decision, self.ctx, src=src, pool_result=pool_result)
+        if isinstance(result, Ignore):
+            return self._ignored(request, tname, mac, iface, result)
+        try:
+            out = encode(result.message, result.max_size)
+        except EncodeError:
+            # respond() fits the options to max_size, so this is our bug, not the peer's.
+            self.errors.inc("encode")
+            self._log.exception("DHCP reply could not be encoded", extra={"mac": mac})
+            return []
+        rtype = result.msg_type
+        self._sent.inc(TYPE_NAMES.get(rtype, "unknown"))
+        self._decisions.inc("reply", result.reason)
+        self._log_decision(request, tname, mac, iface, "reply", result.reason, result)
+        return [Outgoing(out, result.dest, rtype)]
+
+    def _ignored(
+        self, request: DhcpMessage, tname: str, mac: str, iface: str, ignore: Ignore
+    ) -> list[Outgoing]:
+        decision = "silent" if ignore.handled else "ignore"
+        self._decisions.inc(decision, ignore.reason)
+        if not ignore.handled:
+            self._dropped.inc(ignore.reason)
+        self._log_decision(request, tname, mac, iface, decision, ignore.reason, None)
+        return []
+
+    def _log_decision(
+        self,
+        request: DhcpMessage,
+        tname: str,
+        mac: str,
+        iface: str,
+        decision: str,
+        reason: str,
+        reply: Reply | None,
+    ) -> None:
+        if not self._log.isEnabledFor(logging.INFO):
+            return
+        xid = request.xid
+        codes = list(reply.option_codes) if reply is not None else []
+        self._log.info(
+            "DHCP %s xid=%08x mac=%s: %s %s options=%s",
+            tname,
+            xid,
+            mac,
+            decision,
+            reason,
+            codes,
+            extra={
+                "xid": f"{xid:08x}",
+                "mac": mac,
+                "msg_type": tname,
+                "decision": decision,
+                "reason": str(reason),
+                "options_sent": codes,
+                "iface": iface,
+                "profile": reply.profile if reply is not None else "",
+                "dest": f"{reply.dest[0]}:{reply.dest[1]}" if reply is not None else "",
+                "dropped_options": list(reply.dropped_options) if reply is not None else [],
+            },
+        )
+
+    # -- metrics helpers --
+
+    def _observe_batch(self, size: int) -> None:
+        self._batch.observe(size)
+
+    def _lease_counts(self) -> dict[tuple[str, ...], float]:
+        counts: dict[tuple[str, ...], float] = {(s.value,): 0 for s in LeaseState}
+        if self.pool is not None:
+            for lease in self.pool.leases():
+                counts[(lease.state.value,)] += 1
+        return counts
