@@ -208,6 +208,8 @@ async def _run_dhcp(app: web.Application) -> AsyncIterator[None]:
         profiles=tuple(profile_from_mapping(p) for p in s.profiles),
         subnets=tuple(subnet_from_mapping(x.model_dump()) for x in s.subnets),
         client_port=s.client_port,
+        server_port=s.server_port,
+        builtin_profiles=s.builtin_profiles,
     )
     service = DhcpService(
         config,
@@ -216,7 +218,9 @@ async def _run_dhcp(app: web.Application) -> AsyncIterator[None]:
         discovered=svc.discovered,
         lease_store=registry.store if mode is Mode.FULL else None,
     )
-    server = await start_dhcp(service, s.host, s.port, s.interface, queue_size=s.queue_size)
+    server = await start_dhcp(
+        service, s.host, s.port, s.interface, queue_size=s.queue_size, workers=s.workers
+    )
     svc.extra["dhcp"] = service
     log.info(
         "DHCP responder (%s mode) on %s:%d%s, server id %s",
@@ -309,7 +313,11 @@ def build_app(
 ) -> web.Application:
     """The whole server as one aiohttp Application (HTTP + background responders)."""
     metrics_registry = MetricsRegistry()
-    services = Services(settings=settings, metrics=metrics_registry, discovered=DiscoveredDevices())
+    services = Services(
+        settings=settings,
+        metrics=metrics_registry,
+        discovered=DiscoveredDevices(settings.dhcp.discovered_max),
+    )
     services.cert = cert
     services.public_url = public_url(settings)
     app = web.Application(

@@ -108,8 +108,11 @@ class DhcpSettings(_Section):
     server_ip: str | None = Field(
         default=None, description="server identifier (option 54); defaults to the interface address"
     )
-    queue_size: int = Field(default=4096, ge=1)
-    probe_other_servers: bool = True
+    queue_size: int = Field(default=4096, ge=1, description="datagrams waiting; more are shed")
+    workers: int = Field(default=8, ge=1, le=256)
+    server_port: int = Field(default=67, ge=1, le=65535, description="lab knob: relays' port")
+    builtin_profiles: bool = Field(default=True, description="use the built-in vendor profiles")
+    discovered_max: int = Field(default=10_000, ge=1, description="unregistered MACs remembered")
     subnets: list[DhcpSubnet] = Field(default_factory=list)
     profiles: list[dict[str, Any]] = Field(default_factory=list)
 

@@ -351,7 +351,9 @@ def render_profile(profile: VendorProfile, values: Mapping[str, str]) -> dict[in
 
 BUILTIN_PROFILE_DATA: tuple[Mapping[str, Any], ...] = (
     {
-        # Lync/Skype for Business phones ask for 43 and 120 in a DHCPINFORM.
+        # Lync/Skype for Business phones ask for 43 and 120 in a DHCPINFORM. Sub-options 1-5 are
+        # the standard ones; 6 carries the TLS certificate's SHA-256 (64 hex digits) so a device
+        # can pin it. Phones skip sub-options they do not know; with no certificate 6 is omitted.
         "name": "ms-uc-client",
         "match": "MS-UC-Client",
         "match_kind": "exact",
@@ -365,6 +367,7 @@ BUILTIN_PROFILE_DATA: tuple[Mapping[str, Any], ...] = (
                     "3": "{host}",
                     "4": "{port}",
                     "5": "{path}",
+                    "6": "{fingerprint}",
                 },
             },
             {"code": 120, "encoding": "sip-servers", "value": "{host}"},

@@ -50,8 +50,16 @@ def test_ms_uc_client_option_43_sub_options_byte_exact() -> None:
         + b"8443"
         + bytes([5, 10])
         + b"/provision"
+        + bytes([6, 64])
+        + FP.encode()
     )
     assert opts[43] == expected
+
+
+def test_ms_uc_client_leaves_out_the_pin_when_there_is_no_certificate() -> None:
+    ep = ProvisioningEndpoint("http", "imprint.example.net", 8080, "/provision", "")
+    _, opts = options_for(b"MS-UC-Client", t=table(endpoint=ep))
+    assert opts[43].endswith(bytes([5, 10]) + b"/provision")
 
 
 def test_ms_uc_client_option_120_is_rfc3361_label_form() -> None:
