@@ -37,10 +37,11 @@ from server.mdns.records import build_records
 from server.mdns.service import MdnsService
 from server.mdns.transport import start_mdns
 from server.metrics import Registry as MetricsRegistry
+from server.ratelimit import FailureLimiter, TokenBuckets
 from server.registry import Registry
 from server.store.sqlite import SqliteStore
 from server.tlscert import CertInfo, ensure_self_signed, load_configured
-from server.web import api
+from server.web import api, provisioning
 from server.web.errors import error_middleware
 from server.web.keys import SERVICES, Services
 from server.web.routes import RouteTable, build_openapi
@@ -217,6 +218,7 @@ async def _run_dhcp(app: web.Application) -> AsyncIterator[None]:
         svc.metrics,
         discovered=svc.discovered,
         lease_store=registry.store if mode is Mode.FULL else None,
+        sightings=svc.sightings,
     )
     server = await start_dhcp(
         service, s.host, s.port, s.interface, queue_size=s.queue_size, workers=s.workers
@@ -265,6 +267,7 @@ async def _run_mdns(app: web.Application) -> AsyncIterator[None]:
     neighbours = NeighbourResolver(
         static=s.static_neighbours,
         kernel=None if loopback else KernelNeighbours(iface),
+        leases=svc.sightings.mac_of,
     )
     service = MdnsService(
         records, svc.registry.index, networks=networks, neighbours=neighbours, metrics=svc.metrics
@@ -320,12 +323,17 @@ def build_app(
     )
     services.cert = cert
     services.public_url = public_url(settings)
+    p = settings.provision
+    services.provision_limiter = TokenBuckets(p.rate_per_source, p.burst_per_source)
+    # Wrong codes from one address: 10 in a burst, then one every 10 s (per-device locking after
+    # [codes] max_attempts is the other half; this one slows a host that cycles through MACs).
+    services.provision_failures = FailureLimiter(0.1, 10)
     app = web.Application(
         middlewares=[error_middleware, api.auth_middleware],
         client_max_size=settings.http.max_upload_bytes,
     )
     app[SERVICES] = services
-    tables = [meta, api.routes]
+    tables = [meta, api.routes, provisioning.routes]
     for t in tables:
         t.add_to(app)
     services.openapi = build_openapi(tables, title="Imprint", version=__version__)

@@ -168,6 +168,17 @@ class CodesSettings(_Section):
     )
 
 
+class ProvisionSettings(_Section):
+    rate_per_source: float = Field(
+        default=2.0, gt=0, description="code entries per second allowed from one source address"
+    )
+    burst_per_source: float = Field(default=10, ge=1)
+    require_dhcp_match: bool = Field(
+        default=False,
+        description="refuse a redemption from an address other than the one DHCP saw the MAC at",
+    )
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["human", "json"] = "human"
@@ -186,6 +197,7 @@ class Settings(BaseSettings):
     dhcp: DhcpSettings = DhcpSettings()
     mdns: MdnsSettings = MdnsSettings()
     codes: CodesSettings = CodesSettings()
+    provision: ProvisionSettings = ProvisionSettings()
     log: LogSettings = LogSettings()
     config_file: Path | None = None
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from server.codes import CodeVault, format_code, generate_code
+from server.codes import CodeFormatError, CodeVault, format_code, generate_code, normalize_code
 from server.domain import (
     Device,
     DeviceState,
@@ -526,6 +526,178 @@ class Registry:
             out.append(ExportRow(mac, loc, code, expires if current and expires else "", st))
         return out
 
+    # ---- provisioning (the technician's code entry) -------------------------------------------
+
+    async def redeem(
+        self,
+        mac: str,
+        code: str,
+        source: str,
+        *,
+        dhcp_address: str | None = None,
+        require_dhcp_match: bool = False,
+    ) -> Redemption:
+        """Check `code` for `mac` and bind the device to its tenant: exactly one success per code.
+
+        Raises Invalid for a malformed MAC or code (not counted as an attempt).
+        """
+        mac = _mac_or_notfound(mac)
+        try:
+            entered = normalize_code(code)
+        except CodeFormatError as e:
+            raise Invalid(str(e), [{"field": "code", "message": str(e)}]) from e
+        now = self.now()
+        actor = f"device:{mac}@{source}"
+        secret = secrets.token_urlsafe(32)
+        async with self._transaction(now) as tx:
+            row = await tx.fetchone(
+                "SELECT d.tenant_id, t.name, d.state, d.device_id, c.digest, c.expires_at, "
+                "c.used_at, c.failed_attempts FROM devices d JOIN tenants t ON t.id = d.tenant_id "
+                "LEFT JOIN codes c ON c.mac = d.mac WHERE d.mac = ?",
+                (mac,),
+            )
+            if row is None:
+                return Redemption(
+                    "not_registered",
+                    f"This device ({mac}) is not registered with Imprint. Ask your admin to "
+                    "register its MAC address, then enter the code again.",
+                    mac,
+                )
+            tenant_id, tenant_name, state, device_id, digest, expires, used, failed = row
+
+            async def fail(error: str, message: str, left: int | None = None) -> Redemption:
+                await tx.audit(
+                    actor,
+                    tenant_id,
+                    "provision.failed",
+                    mac,
+                    None,
+                    {"reason": error, "source": source, "attempts_left": left},
+                )
+                return Redemption(error, message, mac, attempts_left=left)
+
+            if state != DeviceState.AWAITING_ACTIVATION:
+                return await fail(
+                    "already_provisioned",
+                    "This device is already provisioned. If it must be provisioned again, ask "
+                    "your admin to reset it and issue a new code.",
+                )
+            if digest is None or used is not None:
+                return await fail(
+                    "no_code",
+                    "No verification code has been issued for this device. Ask your admin to "
+                    "generate one.",
+                )
+            if failed >= self.max_attempts:
+                return await fail(
+                    "locked",
+                    "This device is locked after too many wrong codes. Ask your admin to issue "
+                    "a new code.",
+                    0,
+                )
+            if expires <= now:
+                return await fail(
+                    "expired_code",
+                    f"This code expired at {expires} UTC. Ask your admin for a new code.",
+                )
+            if not self.vault.matches(mac, entered, digest):
+                await tx.execute(
+                    "UPDATE codes SET failed_attempts = failed_attempts + 1 WHERE mac = ?", (mac,)
+                )
+                left = self.max_attempts - failed - 1
+                if left <= 0:
+                    return await fail(
+                        "locked",
+                        "That code is not right, and this device is now locked. Ask your admin "
+                        "to issue a new code.",
+                        0,
+                    )
+                return await fail(
+                    "wrong_code",
+                    f"That code is not right for this device. Check the code listed for {mac}; "
+                    f"{left} attempt{'s' if left != 1 else ''} left.",
+                    left,
+                )
+            warning = None
+            if dhcp_address is not None and dhcp_address != source:
+                warning = f"code entered from {source}, but DHCP saw this MAC at {dhcp_address}"
+                if require_dhcp_match:
+                    return await fail(
+                        "address_mismatch",
+                        "This request does not come from the address the network gave this "
+                        "device. Enter the code on the device itself.",
+                    )
+            # One atomic conditional update: of concurrent redemptions only one finds the code
+            # unused (BEGIN IMMEDIATE serialises them here; the WHERE clause is what would keep
+            # it exactly-once on a store without that lock).
+            cur = await tx.execute(
+                "UPDATE codes SET used_at = ? WHERE mac = ? AND used_at IS NULL AND "
+                "expires_at > ? AND failed_attempts < ?",
+                (now, mac, now, self.max_attempts),
+            )
+            if cur.rowcount != 1:
+                return await fail("no_code", "This code has already been used.")
+            await tx.execute(
+                "UPDATE devices SET state = ?, client_secret_hash = ?, provisioned_at = ?, "
+                "provisioned_from = ?, updated_at = ? WHERE mac = ? AND state = ?",
+                (
+                    DeviceState.AWAITING_SIGN_IN,
+                    token_digest(secret),
+                    now,
+                    source,
+                    now,
+                    mac,
+                    DeviceState.AWAITING_ACTIVATION,
+                ),
+            )
+            await tx.mark_changed([mac])
+            await tx.audit(
+                actor,
+                tenant_id,
+                "provision.success",
+                mac,
+                {"state": DeviceState.AWAITING_ACTIVATION.value},
+                {
+                    "state": DeviceState.AWAITING_SIGN_IN.value,
+                    "source": source,
+                    **({"warning": warning} if warning else {}),
+                },
+            )
+        await self.refresh([mac])
+        return Redemption(
+            None,
+            f"Provisioned to {tenant_name}.",
+            mac,
+            tenant=Tenant(tenant_id, tenant_name, ""),
+            device_id=device_id,
+            client_secret=secret,
+            warning=warning,
+        )
+
+    async def reset_device(self, who: Principal, tenant_id: str, mac: str) -> Device:
+        """Back to awaiting activation: revokes the device's credential and its code."""
+        before = await self.get_device(who, tenant_id, mac)
+        now = self.now()
+        async with self._transaction(now) as tx:
+            await tx.execute(
+                "UPDATE devices SET state = ?, client_secret_hash = NULL, provisioned_at = NULL, "
+                "provisioned_from = NULL, signed_in_user = NULL, updated_at = ? "
+                "WHERE mac = ? AND tenant_id = ?",
+                (DeviceState.AWAITING_ACTIVATION, now, before.mac, tenant_id),
+            )
+            await tx.execute("DELETE FROM codes WHERE mac = ?", (before.mac,))
+            await tx.mark_changed([before.mac])
+            await tx.audit(
+                who.actor,
+                tenant_id,
+                "device.reset",
+                before.mac,
+                {"state": before.state.value},
+                {"state": DeviceState.AWAITING_ACTIVATION.value},
+            )
+        await self.refresh([before.mac])
+        return await self.get_device(who, tenant_id, before.mac)
+
     # ---- tokens and audit ----------------------------------------------------------------------
 
     async def create_token(
@@ -585,6 +757,20 @@ class Registry:
         if not 1 <= limit <= 1000:
             raise Invalid("limit must be between 1 and 1000")
         return await self.store.list_audit(tenant_id, limit, before_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Redemption:
+    """The outcome of a technician's code entry; `error` is None on success."""
+
+    error: str | None
+    message: str
+    mac: str
+    attempts_left: int | None = None
+    tenant: Tenant | None = None
+    device_id: str | None = None
+    client_secret: str | None = None
+    warning: str | None = None
 
 
 def new_device_id() -> str:

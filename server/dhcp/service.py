@@ -21,9 +21,11 @@ from server.dhcp.codec import (
     DecodeError,
     DhcpMessage,
     EncodeError,
+    MessageType,
     decode,
     encode,
     ip_bytes,
+    ip_text,
 )
 from server.dhcp.pool import Lease, LeasePool, LeaseState, LeaseStore, Subnet
 from server.dhcp.profiles import ProfileTable, VendorProfile
@@ -40,6 +42,7 @@ from server.discovered import DiscoveredDevices
 from server.domain import DeviceView, ProvisioningEndpoint, mac_from_bytes
 from server.metrics import Registry
 from server.policy import decide
+from server.sightings import Sightings
 
 _ZERO_MAC = bytes(6)
 
@@ -111,6 +114,14 @@ class _GroupCommit:
             self._on_batch(len(waiters))
 
 
+def _client_address(reply: DhcpMessage, request: DhcpMessage, src: tuple[str, int]) -> str | None:
+    """The address the device uses after this ACK: leased yiaddr, else its ciaddr, else source."""
+    for raw in (reply.yiaddr, request.ciaddr):
+        if raw != b"\0\0\0\0":
+            return ip_text(raw)
+    return None if src[0] in ("0.0.0.0", "") or request.giaddr != b"\0\0\0\0" else src[0]
+
+
 class DhcpService:
     """Turns one received datagram into the datagrams to send back."""
 
@@ -123,6 +134,7 @@ class DhcpService:
         lease_store: LeaseStore | None = None,
         logger: logging.Logger | None = None,
         clock: Callable[[], float] = time.time,
+        sightings: Sightings | None = None,
     ) -> None:
         try:
             server_id = ip_bytes(config.server_ip)
@@ -134,6 +146,7 @@ class DhcpService:
         self.config = config
         self._index = index
         self._discovered = discovered
+        self._sightings = sightings
         self._log = logger or logging.getLogger("imprint.dhcp")
         self._clock = clock
         self.profiles = ProfileTable(
@@ -291,6 +304,10 @@ class DhcpService:
             self._log.exception("DHCP reply could not be encoded", extra={"mac": mac})
             return []
         rtype = result.msg_type
+        if self._sightings is not None and rtype == MessageType.ACK:
+            addr = _client_address(result.message, request, src)
+            if addr is not None:
+                self._sightings.saw(mac, addr, self._clock())
         self._sent.inc(TYPE_NAMES.get(rtype, "unknown"))
         self._decisions.inc("reply", result.reason)
         self._log_decision(request, tname, mac, iface, "reply", result.reason, result)

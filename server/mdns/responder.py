@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from server.mdns.codec import Query, encode_response, with_id
-from server.mdns.ratelimit import TokenBuckets
 from server.mdns.records import CLASS_ANY, CLASS_IN, Selection, ServiceRecords
 from server.policy import Decision
+from server.ratelimit import TokenBuckets
 
 MDNS_PORT = 5353
 

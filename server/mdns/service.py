@@ -16,11 +16,11 @@ from typing import Any
 from server.domain import DeviceView
 from server.mdns.codec import DecodeError, decode_query
 from server.mdns.neighbours import NeighbourResolver
-from server.mdns.ratelimit import TokenBuckets
 from server.mdns.records import ServiceRecords
 from server.mdns.responder import MDNS_PORT, Ignore, Network, ReplyKind, Responder
 from server.metrics import Registry
 from server.policy import Decision, Reason, decide
+from server.ratelimit import TokenBuckets
 
 INTERNAL_ERROR = "MDNS_INTERNAL_ERROR"
 

@@ -426,6 +426,21 @@ async def delete_device(request: web.Request) -> web.Response:
 
 
 @routes.route(
+    "POST",
+    "/api/v1/tenants/{tenant}/devices/{mac}/reset",
+    summary="Reset a device to awaiting activation (revokes its credential and code)",
+    tag="devices",
+    params=(T, M),
+    responses={200: ("reset", DeviceOut)},
+)
+async def reset_device(request: web.Request) -> web.Response:
+    d = await reg(request).reset_device(
+        who(request), request.match_info["tenant"], request.match_info["mac"]
+    )
+    return web.json_response(device_out(d))
+
+
+@routes.route(
     "GET",
     "/api/v1/devices/template.csv",
     summary="CSV template for device import",

@@ -25,13 +25,19 @@ def error_response(
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, error: str, message: str, details: list[Any] | None = None
+        self,
+        status: int,
+        error: str,
+        message: str,
+        details: list[Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.error = error
         self.message = message
         self.details = details or []
+        self.headers = headers or {}
 
 
 def validation_details(err: ValidationError) -> list[dict[str, Any]]:
@@ -50,7 +56,9 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         resp: web.StreamResponse = await handler(request)
         return resp
     except ApiError as e:
-        return error_response(e.status, e.error, e.message, e.details)
+        resp = error_response(e.status, e.error, e.message, e.details)
+        resp.headers.update(e.headers)
+        return resp
     except NotFound as e:
         return error_response(404, "not_found", str(e))
     except Conflict as e:

@@ -14,7 +14,9 @@ from aiohttp import web
 from server.config import Settings
 from server.discovered import DiscoveredDevices
 from server.metrics import Registry as MetricsRegistry
+from server.ratelimit import FailureLimiter, TokenBuckets
 from server.registry import Registry
+from server.sightings import Sightings
 from server.tlscert import CertInfo
 
 
@@ -30,6 +32,9 @@ class Services:
     openapi: dict[str, Any] = field(default_factory=dict)
     cert: CertInfo | None = None
     public_url: str = ""
+    sightings: Sightings = field(default_factory=Sightings)
+    provision_limiter: TokenBuckets = field(default_factory=lambda: TokenBuckets(2.0, 10))
+    provision_failures: FailureLimiter = field(default_factory=lambda: FailureLimiter(0.1, 10))
     _registry: Registry | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -10,10 +10,10 @@ import pytest
 
 from server.domain import DeviceState, DeviceView, ProvisioningEndpoint
 from server.mdns.codec import Query, decode_query
-from server.mdns.ratelimit import TokenBuckets
 from server.mdns.records import HOST_TTL, SERVICE_TTL, build_records
 from server.mdns.responder import Ignore, IgnoreReason, Reply, ReplyKind, Responder
 from server.policy import Decision, Reason, decide
+from server.ratelimit import TokenBuckets
 
 FIXTURES = Path("/work/shared/fixtures/mdns")
 if not FIXTURES.is_dir():

@@ -40,3 +40,24 @@ class TokenBuckets:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+    def has_tokens(self, key: str, now: float) -> bool:
+        """Whether `key` could spend a token at `now`, without spending one."""
+        entry = self._buckets.get(key)
+        if entry is None:
+            return True
+        tokens, last = entry
+        return min(self.burst, tokens + (max(now, last) - last) * self.rate) >= 1.0
+
+
+class FailureLimiter:
+    """Blocks a key after `burst` failures, letting one more through every 1/`rate` seconds."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 4096) -> None:
+        self._buckets = TokenBuckets(rate, burst, max_keys)
+
+    def record(self, key: str, now: float) -> None:
+        self._buckets.allow(key, now)
+
+    def blocked(self, key: str, now: float) -> bool:
+        return not self._buckets.has_tokens(key, now)
