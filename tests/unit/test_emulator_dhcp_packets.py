@@ -4,7 +4,6 @@ decoder reads third-party and scapy-built messages correctly."""
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,8 +28,8 @@ from device_emulator.dhcp_codec import (
     unwrap_frame,
     wrap_frame,
 )
+from tests.fixtures_util import fixture_path
 
-FIXTURES = Path("/work/shared/fixtures")
 MAC = "02:00:5e:00:01:01"
 MAC_BYTES = bytes.fromhex("02005e000101")
 COOKIE = bytes([99, 130, 83, 99])
@@ -41,7 +40,7 @@ PRL = (1, 3, 6, 15, 43, 66, 120, 150, 160, 224)
 
 def fixture_packets(name: str) -> list[bytes]:
     """Hex payloads from a fixture file (one per non-comment line)."""
-    lines = (FIXTURES / name).read_text().splitlines()
+    lines = fixture_path(name).read_text().splitlines()
     return [bytes.fromhex(line) for line in lines if line and not line.startswith("#")]
 
 

@@ -4,7 +4,6 @@ python-zeroconf capture), and its reading of DNS-SD answers built with dnslib is
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 
 import pytest
 from dnslib import AAAA, PTR, QTYPE, RR, SRV, TXT, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
@@ -21,15 +20,15 @@ from device_emulator.mdns_codec import (
     reject_reason,
     to_name,
 )
+from tests.fixtures_util import fixture_path
 
-FIXTURES = Path("/work/shared/fixtures")
 SERVICE = "_imprint._tcp.local"
 INSTANCE = (b"Imprint Lab", b"_imprint", b"_tcp", b"local")
 FP = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 
 def fixture_packets(name: str) -> list[bytes]:
-    lines = (FIXTURES / name).read_text().splitlines()
+    lines = fixture_path(name).read_text().splitlines()
     return [bytes.fromhex(line) for line in lines if line and not line.startswith("#")]
 
 
