@@ -37,17 +37,22 @@ from server.mdns.records import build_records
 from server.mdns.service import MdnsService
 from server.mdns.transport import start_mdns
 from server.metrics import Registry as MetricsRegistry
+from server.oauth import SIGNING_KEY_NAME, CodeKeys, OAuthService, SigningKey
 from server.ratelimit import FailureLimiter, TokenBuckets
 from server.registry import Registry
+from server.store.oauth_store import OAuthStore
 from server.store.sqlite import SqliteStore
 from server.tlscert import CertInfo, ensure_self_signed, load_configured
 from server.web import api, provisioning
+from server.web import oauth as oauth_web
+from server.web import admin as admin_web
 from server.web.errors import error_middleware
 from server.web.keys import SERVICES, Services
 from server.web.routes import RouteTable, build_openapi
 
 log = logging.getLogger("imprint")
 
+DISCOVERED_SAVE_S = 2.0
 PROVISION_PATH = "/provision"  # the device-facing endpoint, relative to the public URL
 
 Clock = Callable[[], datetime]
@@ -142,10 +147,14 @@ def _store_ctx(clock: Clock | None) -> Callable[[web.Application], AsyncIterator
             clock=clock or (lambda: datetime.now(UTC)),
         )
         await registry.load_index()
+        svc.discovered.restore(await store.list_discovered())
+        registry.on_registered.append(svc.discovered.remove_all)
         svc._registry = registry
         gauge = svc.metrics.gauge("imprint_devices", "Registered devices by state", ("state",))
         gauge.set_function(lambda: _count_states(registry))
-        poller = asyncio.create_task(_poll(registry, s.store.poll_interval_s), name="registry-poll")
+        poller = asyncio.create_task(
+            _poll(registry, s.store.poll_interval_s, svc), name="registry-poll"
+        )
         log.info("store open at %s: %d registered devices", s.store.path, len(registry.index))
         try:
             yield
@@ -154,10 +163,39 @@ def _store_ctx(clock: Clock | None) -> Callable[[web.Application], AsyncIterator
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
             svc._registry = None
+            with contextlib.suppress(Exception):
+                await store.replace_discovered(svc.discovered.recent())
             await store.close()
             log.info("store closed")
 
     return ctx
+
+
+async def _oauth_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Remote sign-in (RFC 8628): needs the open store; makes the signing key at first start."""
+    svc = app[SERVICES]
+    s = svc.settings
+    o = s.oauth
+    registry = svc.registry
+    signing = await asyncio.to_thread(SigningKey.load_or_create, s.state_dir / SIGNING_KEY_NAME)
+    svc._oauth = OAuthService(
+        registry,
+        OAuthStore(registry.store),
+        CodeKeys(load_or_create_key(s.codes_key_file)),
+        signing,
+        public_url=svc.public_url,
+        audience=o.audience,
+        device_code_ttl=timedelta(seconds=o.device_code_ttl_s),
+        interval_s=o.interval_s,
+        access_token_ttl=timedelta(seconds=o.access_token_ttl_s),
+        refresh_token_ttl=timedelta(seconds=o.refresh_token_ttl_s),
+        metrics=svc.metrics,
+    )
+    log.info("OAuth access tokens signed with ES256 key id %s", signing.kid)
+    try:
+        yield
+    finally:
+        svc._oauth = None
 
 
 def _count_states(registry: Registry) -> dict[tuple[str, ...], float]:
@@ -167,14 +205,25 @@ def _count_states(registry: Registry) -> dict[tuple[str, ...], float]:
     return counts
 
 
-async def _poll(registry: Registry, interval: float) -> None:
-    """Keep the index in step with writes from other processes (the CLI)."""
+async def _poll(registry: Registry, interval: float, svc: Services) -> None:
+    """Keep the index in step with writes from other processes (the CLI), and save the
+    discovered list (at most every DISCOVERED_SAVE_S) so `imprint discovered` can read it."""
+    saved_version = svc.discovered.version
+    saved_at = 0.0
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(interval)
         try:
             n = await registry.poll_changes()
             if n:
                 log.info("picked up %d registry change(s) made by another process", n)
+            if (
+                svc.discovered.version != saved_version
+                and loop.time() - saved_at >= DISCOVERED_SAVE_S
+            ):
+                saved_version = svc.discovered.version
+                saved_at = loop.time()
+                await registry.store.replace_discovered(svc.discovered.recent())
         except Exception:
             log.exception("registry poll failed; retrying")
 
@@ -270,7 +319,13 @@ async def _run_mdns(app: web.Application) -> AsyncIterator[None]:
         leases=svc.sightings.mac_of,
     )
     service = MdnsService(
-        records, svc.registry.index, networks=networks, neighbours=neighbours, metrics=svc.metrics
+        records,
+        svc.registry.index,
+        networks=networks,
+        neighbours=neighbours,
+        metrics=svc.metrics,
+        rate=s.rate_per_source,
+        burst=s.burst_per_source,
     )
     server = await start_mdns(
         service, s.host, s.port, None if loopback else iface, join_group=not loopback
@@ -333,11 +388,13 @@ def build_app(
         client_max_size=settings.http.max_upload_bytes,
     )
     app[SERVICES] = services
-    tables = [meta, api.routes, provisioning.routes]
+    tables = [meta, api.routes, provisioning.routes, oauth_web.routes, admin_web.routes]
     for t in tables:
         t.add_to(app)
     services.openapi = build_openapi(tables, title="Imprint", version=__version__)
     app.cleanup_ctx.append(_store_ctx(clock))
+    app.cleanup_ctx.append(_oauth_ctx)
+    admin_web.setup(app)  # templates, /ui/static, the UI middleware, admin sessions
     app.cleanup_ctx.append(_run_dhcp)
     app.cleanup_ctx.append(_run_mdns)
     return app

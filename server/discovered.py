@@ -7,6 +7,7 @@ forgotten, so a flood of random MACs costs a fixed amount of memory.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -40,6 +41,7 @@ class DiscoveredDevices:
         self.max_entries = max_entries
         self._seen: OrderedDict[str, SeenDevice] = OrderedDict()
         self.evicted = 0
+        self.version = 0  # bumped on every change, so a saver knows when to save
 
     def record(
         self,
@@ -51,6 +53,7 @@ class DiscoveredDevices:
         vendor_class: bytes | str | None = None,
     ) -> SeenDevice:
         """Note a sighting of the normalised `mac`; a later non-empty vendor class replaces one."""
+        self.version += 1
         vc = printable(vendor_class) if vendor_class else ""
         old = self._seen.get(mac)
         if old is None:
@@ -72,9 +75,26 @@ class DiscoveredDevices:
         self._seen.move_to_end(mac)
         return entry
 
+    def restore(self, entries: Iterable[SeenDevice]) -> None:
+        """Load saved entries (oldest first keeps the LRU order), e.g. at start."""
+        for e in sorted(entries, key=lambda e: e.last_seen):
+            self._seen[e.mac] = e
+            self._seen.move_to_end(e.mac)
+        while len(self._seen) > self.max_entries:
+            self._seen.popitem(last=False)
+        self.version += 1
+
     def remove(self, mac: str) -> bool:
         """Forget `mac` (it was registered); True if it was listed."""
-        return self._seen.pop(mac, None) is not None
+        gone = self._seen.pop(mac, None) is not None
+        if gone:
+            self.version += 1
+        return gone
+
+    def remove_all(self, macs: Iterable[str]) -> None:
+        """Forget every MAC in `macs` (they were registered)."""
+        for mac in macs:
+            self.remove(mac)
 
     def get(self, mac: str) -> SeenDevice | None:
         return self._seen.get(mac)

@@ -29,6 +29,7 @@ from server.domain import (
     validate_tenant_id,
 )
 from server.store.base import Conflict, Invalid, NotFound
+from server.store.oauth_store import revoke_device_tokens
 from server.store.sqlite import AuditRow, SqliteStore, TokenRow, Tx
 
 Role = Literal["operator", "admin"]
@@ -114,6 +115,8 @@ class Registry:
         self.max_attempts = max_attempts
         self.clock = clock
         self.index: dict[str, DeviceView] = {}
+        # Called with the MACs that became registered (e.g. to drop them from the discovered list).
+        self.on_registered: list[Callable[[Sequence[str]], None]] = []
         self._seen_seq = 0
         self._data_version = -1
 
@@ -140,6 +143,7 @@ class Registry:
                 self.index.pop(mac, None)
             else:
                 self.index[mac] = DeviceView(r[0], r[1], r[2], DeviceState(r[3]), r[4])
+        self._notify(list(present))
 
     async def poll_changes(self) -> int:
         """Pick up device changes committed by other processes (the CLI); returns how many."""
@@ -173,6 +177,12 @@ class Registry:
             self.index[v.mac] = v
         for mac in removed:
             self.index.pop(mac, None)
+        self._notify([v.mac for v in views])
+
+    def _notify(self, macs: Sequence[str]) -> None:
+        if macs:
+            for listener in self.on_registered:
+                listener(macs)
 
     # ---- tenants ---------------------------------------------------------------------------
 
@@ -326,6 +336,7 @@ class Registry:
     async def delete_device(self, who: Principal, tenant_id: str, mac: str) -> None:
         before = await self.get_device(who, tenant_id, mac)
         async with self._transaction(self.now()) as tx:
+            await revoke_device_tokens(tx, before.mac)
             await tx.execute(
                 "DELETE FROM devices WHERE mac = ? AND tenant_id = ?", (before.mac, tenant_id)
             )
@@ -686,6 +697,7 @@ class Registry:
                 (DeviceState.AWAITING_ACTIVATION, now, before.mac, tenant_id),
             )
             await tx.execute("DELETE FROM codes WHERE mac = ?", (before.mac,))
+            await revoke_device_tokens(tx, before.mac)  # its sign-in ends with its credential
             await tx.mark_changed([before.mac])
             await tx.audit(
                 who.actor,

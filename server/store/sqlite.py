@@ -20,6 +20,7 @@ from typing import Any
 import aiosqlite
 
 from server.dhcp.pool import Lease, LeaseState
+from server.discovered import SeenDevice
 from server.domain import Device, DeviceState, Tenant
 from server.store.base import Conflict
 
@@ -172,12 +173,16 @@ class SqliteStore:
         """Open both connections, switch to WAL and apply pending migrations."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await self._connect()
-        async with self._writer.execute("PRAGMA journal_mode = WAL") as cur:
-            row = await cur.fetchone()
-        if row is None or str(row[0]).lower() != "wal":
-            raise RuntimeError(f"{self.path}: cannot switch the database to WAL mode")
-        await self._migrate()
-        self._reader = await self._connect()
+        try:
+            async with self._writer.execute("PRAGMA journal_mode = WAL") as cur:
+                row = await cur.fetchone()
+            if row is None or str(row[0]).lower() != "wal":
+                raise RuntimeError(f"{self.path}: cannot switch the database to WAL mode")
+            await self._migrate()
+            self._reader = await self._connect()
+        except BaseException:
+            await self.close()  # aiosqlite's thread would otherwise keep the process alive
+            raise
 
     async def close(self) -> None:
         for db in (self._reader, self._writer):
@@ -473,12 +478,60 @@ class SqliteStore:
                 await db.execute("ROLLBACK")
                 raise
 
+    # ---- the discovered list (unregistered MACs seen on the network) ------------------------------
+
+    async def replace_discovered(self, rows: Sequence[SeenDevice]) -> None:
+        """Store exactly `rows` as the discovered list, in one transaction."""
+        async with self._write_lock:
+            db = self._w
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.execute("DELETE FROM discovered")
+                await db.executemany(
+                    "INSERT INTO discovered (mac, vendor_class, interface, source, first_seen, "
+                    "last_seen, count) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            r.mac,
+                            r.vendor_class,
+                            r.interface,
+                            r.source,
+                            r.first_seen,
+                            r.last_seen,
+                            r.count,
+                        )
+                        for r in rows
+                    ],
+                )
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def list_discovered(self, limit: int | None = None) -> list[SeenDevice]:
+        """Most recently seen first."""
+        rows = await self._all(
+            "SELECT mac, vendor_class, interface, source, first_seen, last_seen, count "
+            "FROM discovered ORDER BY last_seen DESC LIMIT ?",
+            (-1 if limit is None else limit,),
+        )
+        return [SeenDevice(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+
     async def integrity_check(self) -> str:
         row = await self._one("PRAGMA integrity_check")
         return str(row[0])
 
 
 def _split_sql(script: str) -> list[str]:
-    """Split a migration file into statements (our files have no ';' inside literals)."""
-    lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    """Split a migration file into statements, as SQLite itself sees them (comments, triggers)."""
+    statements: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            statements.append(buf.strip())
+            buf = ""
+    rest = "\n".join(ln for ln in buf.splitlines() if not ln.strip().startswith("--")).strip()
+    if rest:
+        raise ValueError(f"migration ends in the middle of a statement: {rest[:60]!r}")
+    return statements

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from server.web.keys import SERVICES
 from tests.conftest import Api
 
 MAC1 = "02:00:5e:00:01:01"
@@ -133,3 +134,38 @@ async def test_running_server_picks_up_cli_changes(api: Api) -> None:
             break
         await asyncio.sleep(0.1)
     assert MAC1 not in api.registry.index
+
+
+async def test_discovered_macs_are_saved_listed_and_dropped_when_registered(api: Api) -> None:
+    svc = api.client.app[SERVICES]
+    svc.discovered.record(
+        "02:00:5e:00:0d:01",
+        source="dhcp",
+        interface="eth0",
+        now=1_800_000_000.0,
+        vendor_class=b"yealink",
+    )
+    await api.call("POST", "/api/v1/tenants", json={"id": "contoso", "name": "Contoso"})
+    cfg = api.settings.config_file
+    assert cfg is not None
+    rows: list[dict[str, object]] = []
+    for _ in range(100):  # the server saves the list within DISCOVERED_SAVE_S of a change
+        r = await asyncio.to_thread(imprint, cfg, "discovered", "--json")
+        rows = json.loads(r.stdout)
+        if rows:
+            break
+        await asyncio.sleep(0.1)
+    assert rows[0]["mac"] == "02:00:5e:00:0d:01" and rows[0]["vendor_class"] == "yealink"
+    r = await asyncio.to_thread(imprint, cfg, "discovered")
+    assert "02:00:5e:00:0d:01" in r.stdout and "yealink" in r.stdout
+
+    # Registering it (here through the API) drops it from the list, in memory and then on disk.
+    await api.call("POST", "/api/v1/tenants/contoso/devices", json={"mac": "02:00:5e:00:0d:01"})
+    status, body = await api.call("GET", "/api/v1/discovered")
+    assert body["count"] == 0
+    for _ in range(100):
+        r = await asyncio.to_thread(imprint, cfg, "discovered", "--json")
+        if json.loads(r.stdout) == []:
+            break
+        await asyncio.sleep(0.1)
+    assert json.loads(r.stdout) == []
