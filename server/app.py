@@ -37,15 +37,11 @@ from server.mdns.records import build_records
 from server.mdns.service import MdnsService
 from server.mdns.transport import start_mdns
 from server.metrics import Registry as MetricsRegistry
-from server.oauth import SIGNING_KEY_NAME, CodeKeys, OAuthService, SigningKey
 from server.ratelimit import FailureLimiter, TokenBuckets
 from server.registry import Registry
-from server.store.oauth_store import OAuthStore
 from server.store.sqlite import SqliteStore
 from server.tlscert import CertInfo, ensure_self_signed, load_configured
 from server.web import api, provisioning
-from server.web import oauth as oauth_web
-from server.web import admin as admin_web
 from server.web.errors import error_middleware
 from server.web.keys import SERVICES, Services
 from server.web.routes import RouteTable, build_openapi
@@ -169,33 +165,6 @@ def _store_ctx(clock: Clock | None) -> Callable[[web.Application], AsyncIterator
             log.info("store closed")
 
     return ctx
-
-
-async def _oauth_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Remote sign-in (RFC 8628): needs the open store; makes the signing key at first start."""
-    svc = app[SERVICES]
-    s = svc.settings
-    o = s.oauth
-    registry = svc.registry
-    signing = await asyncio.to_thread(SigningKey.load_or_create, s.state_dir / SIGNING_KEY_NAME)
-    svc._oauth = OAuthService(
-        registry,
-        OAuthStore(registry.store),
-        CodeKeys(load_or_create_key(s.codes_key_file)),
-        signing,
-        public_url=svc.public_url,
-        audience=o.audience,
-        device_code_ttl=timedelta(seconds=o.device_code_ttl_s),
-        interval_s=o.interval_s,
-        access_token_ttl=timedelta(seconds=o.access_token_ttl_s),
-        refresh_token_ttl=timedelta(seconds=o.refresh_token_ttl_s),
-        metrics=svc.metrics,
-    )
-    log.info("OAuth access tokens signed with ES256 key id %s", signing.kid)
-    try:
-        yield
-    finally:
-        svc._oauth = None
 
 
 def _count_states(registry: Registry) -> dict[tuple[str, ...], float]:
@@ -388,13 +357,11 @@ def build_app(
         client_max_size=settings.http.max_upload_bytes,
     )
     app[SERVICES] = services
-    tables = [meta, api.routes, provisioning.routes, oauth_web.routes, admin_web.routes]
+    tables = [meta, api.routes, provisioning.routes]
     for t in tables:
         t.add_to(app)
     services.openapi = build_openapi(tables, title="Imprint", version=__version__)
     app.cleanup_ctx.append(_store_ctx(clock))
-    app.cleanup_ctx.append(_oauth_ctx)
-    admin_web.setup(app)  # templates, /ui/static, the UI middleware, admin sessions
     app.cleanup_ctx.append(_run_dhcp)
     app.cleanup_ctx.append(_run_mdns)
     return app

@@ -147,6 +147,10 @@ class MdnsSettings(_Section):
     static_neighbours: dict[str, str] = Field(
         default_factory=dict, description="lab: source IP -> MAC where there is no L2 to learn from"
     )
+    rate_per_source: float = Field(
+        default=1.0, gt=0, description="mDNS queries per second answered for one source address"
+    )
+    burst_per_source: float = Field(default=8, ge=1)
 
     @field_validator("service")
     @classmethod
@@ -179,6 +183,29 @@ class ProvisionSettings(_Section):
     )
 
 
+class OAuthSettings(_Section):
+    """Remote sign-in (RFC 8628 device authorization grant) and the tokens it issues."""
+
+    device_code_ttl_s: int = Field(
+        default=900, ge=60, le=3600, description="how long a device/user code pair is valid"
+    )
+    interval_s: int = Field(
+        default=5, ge=1, le=60, description="minimum seconds between a device's token polls"
+    )
+    access_token_ttl_s: int = Field(
+        default=3600, ge=60, le=86400, description="access token (JWT) lifetime"
+    )
+    refresh_token_ttl_s: int = Field(
+        default=30 * 86400,
+        ge=3600,
+        le=365 * 86400,
+        description="refresh token lifetime; each refresh starts a new one (rotation)",
+    )
+    audience: str | None = Field(
+        default=None, description="access tokens' `aud` claim; defaults to the public URL"
+    )
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["human", "json"] = "human"
@@ -198,6 +225,7 @@ class Settings(BaseSettings):
     mdns: MdnsSettings = MdnsSettings()
     codes: CodesSettings = CodesSettings()
     provision: ProvisionSettings = ProvisionSettings()
+    oauth: OAuthSettings = OAuthSettings()
     log: LogSettings = LogSettings()
     config_file: Path | None = None
 
