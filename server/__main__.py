@@ -19,14 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from server import __version__
-from server.admin_auth import AdminAuth
 from server.codes import CodeVault, load_or_create_key
 from server.config import ConfigError, Settings, load_settings
 from server.csvio import CsvError, parse_upload, write_export
 from server.domain import DeviceState
 from server.logs import setup_logging
 from server.registry import Principal, Registry, iso
-from server.store.admin_store import AdminStore
 from server.store.base import StoreError
 from server.store.sqlite import SqliteStore
 
@@ -317,72 +315,6 @@ async def cmd_discovered(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-async def _admin_auth(cli: Cli) -> AdminAuth:
-    return AdminAuth(AdminStore(cli.store))
-
-
-def _read_password(a: argparse.Namespace) -> str | None:
-    """--password, --password-file (first line), or a prompt on a terminal; None if none given."""
-    if a.password is not None:
-        return str(a.password)
-    if a.password_file:
-        path = str(a.password_file)
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-        return text.splitlines()[0] if text else ""
-    if sys.stdin.isatty():
-        first = getpass.getpass("password: ")
-        if getpass.getpass("again: ") != first:
-            print("error: the passwords differ", file=sys.stderr)
-            return None
-        return first
-    print("error: give --password P or --password-file F ('-' for stdin)", file=sys.stderr)
-    return None
-
-
-async def cmd_admins_create(s: Settings, a: argparse.Namespace) -> int:
-    password = _read_password(a)
-    if password is None:
-        return 2
-    cli = Cli(s)
-    async with cli:
-        row = await (await _admin_auth(cli)).create_admin(
-            cli.who.actor, a.username, password, a.role, a.tenant
-        )
-    tenant = f" of tenant {row.tenant_id}" if row.tenant_id else ""
-    print(f"created {row.role} {row.username}{tenant}; sign in at /ui")
-    return 0
-
-
-async def cmd_admins_list(s: Settings, a: argparse.Namespace) -> int:
-    cli = Cli(s)
-    async with cli:
-        rows = await AdminStore(cli.store).list_admins()
-    print(
-        _table(
-            ["USERNAME", "ROLE", "TENANT", "STATUS", "CREATED (UTC)"],
-            [
-                (
-                    r.username,
-                    r.role,
-                    r.tenant_id,
-                    "disabled" if r.disabled else "active",
-                    r.created_at,
-                )
-                for r in rows
-            ],
-        )
-    )
-    return 0
-
-
-async def cmd_admins_disable(s: Settings, a: argparse.Namespace) -> int:
-    cli = Cli(s)
-    async with cli:
-        await (await _admin_auth(cli)).set_disabled(cli.who.actor, a.username, not a.enable)
-    print(f"{'enabled' if a.enable else 'disabled (and signed out)'} {a.username}")
-    return 0
-
-
 async def cmd_check_config(s: Settings, a: argparse.Namespace) -> int:
     from server.app import public_url
 
@@ -498,22 +430,6 @@ def build_parser() -> argparse.ArgumentParser:
     add(tokens, "list", cmd_tokens_list, "list tokens (never their secrets)")
     sp = add(tokens, "revoke", cmd_tokens_revoke, "revoke a token")
     sp.add_argument("--id", required=True)
-    admins = sub.add_parser("admins", help="admin web UI accounts").add_subparsers(
-        dest="sub", required=True, metavar="ACTION"
-    )
-    sp = add(admins, "create", cmd_admins_create, "create an admin account for the web UI (/ui)")
-    sp.add_argument("--username", required=True)
-    group = sp.add_mutually_exclusive_group()
-    group.add_argument(
-        "--password", help="the password (visible in the process list: prefer a file)"
-    )
-    group.add_argument("--password-file", metavar="F", help="read the password from F ('-': stdin)")
-    sp.add_argument("--role", required=True, choices=["operator", "admin"])
-    sp.add_argument("--tenant", help="the tenant of an admin (tenant admin)")
-    add(admins, "list", cmd_admins_list, "list admin accounts (never their passwords)")
-    sp = add(admins, "disable", cmd_admins_disable, "disable an admin and end their sessions")
-    sp.add_argument("--username", required=True)
-    sp.add_argument("--enable", action="store_true", help="enable the account again instead")
     return p
 
 
