@@ -195,14 +195,19 @@ def parse_static_neighbours(entries: Mapping[str, str]) -> dict[str, str]:
 
 
 class KernelNeighbours:
-    """The kernel's IPv4 neighbour table, re-read at most every `max_age` s (or on a miss)."""
+    """The kernel's IPv4 neighbour table, re-read at most every `max_age` s, and on a miss.
+
+    A miss re-reads at once by default: a host that has just talked to us is in the kernel's
+    table before its first query arrives, and a client that asks only once must be answered.
+    The service's per-source token bucket runs before the lookup, so misses are already bounded.
+    """
 
     def __init__(
         self,
         interface: str | None = None,
         path: Path = Path("/proc/net/arp"),
         max_age: float = 2.0,
-        miss_interval: float = 0.25,
+        miss_interval: float = 0.0,
     ) -> None:
         self._interface = interface
         self._path = path
