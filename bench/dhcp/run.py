@@ -21,12 +21,14 @@ only, no assertions. Needs root (network namespaces): see bench/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -250,6 +252,7 @@ class Step:
     first_p99_ms: float | None  # DORA: DISCOVER->OFFER p99 (p99_ms is REQUEST->ACK)
     passed: bool
     note: str = ""
+    load1: float | None = None  # 1-minute load average when the step started
 
 
 def _round(value: float | None) -> float | None:
@@ -366,7 +369,7 @@ def judge(step: Step, max_drop_pct: float) -> Step:
     return step
 
 
-def sweep_rates(
+def sweep_steps(
     tp: Topology,
     server: ServerUnderTest,
     test: str,
@@ -376,18 +379,25 @@ def sweep_rates(
     max_drop_pct: float,
     refine: int,
     keep_going: bool,
-) -> list[Step]:
-    """Rising rates until the first failure, then `refine` bisection steps between the last pass
-    and the first failure."""
+) -> Iterator[Step]:
+    """One server's sweep, one measured step per `next()`: rising rates until the first
+    failure, then `refine` bisection steps between the last pass and the first failure."""
     measure = {"dora": measure_dora, "proxy": measure_proxy, "inform": measure_inform}[test]
     client = tp.hosts[0]
+
+    def step_at(rate: int) -> Step:
+        load = os.getloadavg()[0]
+        step = judge(measure(tp, client, server.name, mac_list, rate, seconds), max_drop_pct)
+        step.load1 = round(load, 2)
+        return step
+
     # Warm-up, not recorded: first leases, caches, page faults, on both servers alike.
     measure(tp, client, server.name, mac_list, rates[0], min(2, seconds))
     steps: list[Step] = []
     for rate in rates:
-        step = judge(measure(tp, client, server.name, mac_list, rate, seconds), max_drop_pct)
+        step = step_at(rate)
         steps.append(step)
-        print(_row(step), flush=True)
+        yield step
         if not step.passed and not keep_going:
             break
     passed = [s.rate for s in steps if s.passed]
@@ -397,24 +407,40 @@ def sweep_rates(
         if not high or high - low <= max(50, low // 20):
             break
         rate = (low + high) // 2
-        step = judge(measure(tp, client, server.name, mac_list, rate, seconds), max_drop_pct)
-        steps.append(step)
-        print(_row(step), flush=True)
+        step = step_at(rate)
+        yield step
         if step.passed:
             low = rate
         else:
             high = rate
-    return sorted(steps, key=lambda s: s.rate)
+
+
+def interleave(sweeps: dict[str, Iterator[Step]]) -> Iterator[Step]:
+    """Steps of several sweeps taken in turn (who goes first alternates each round), so every
+    server is measured under the same background load, minutes never separate them."""
+    order = list(sweeps)
+    while order:
+        for name in list(order):
+            step = next(sweeps[name], None)
+            if step is None:
+                order.remove(name)
+            else:
+                yield step
+        order.reverse()
 
 
 HEADER = (
     f"{'server':8} {'test':6} {'rate/s':>7} {'offered':>8} {'sent':>7} {'answered':>8} "
-    f"{'drop%':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'OFFER p99':>9}  result"
+    f"{'drop%':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'OFFER p99':>9} {'load':>5}  result"
 )
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _load(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _row(s: Step) -> str:
@@ -423,7 +449,7 @@ def _row(s: Step) -> str:
     return (
         f"{s.server:8} {s.test:6} {s.rate:>7} {s.offered_rate:>8.0f} {s.sent:>7} "
         f"{s.completed:>8} {s.drop_pct:>7.2f} {_fmt(s.p50_ms):>7} {_fmt(s.p99_ms):>7} "
-        f"{_fmt(s.max_ms):>7} {_fmt(s.first_p99_ms):>9}  {verdict}{note}"
+        f"{_fmt(s.max_ms):>7} {_fmt(s.first_p99_ms):>9} {_load(s.load1):>5}  {verdict}{note}"
     )
 
 
@@ -484,41 +510,60 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.clients} clients, {args.seconds:g} s per step, pass = drops <= "
         f"{args.max_drop_pct:g}% at the offered rate"
     )
-    with Topology(hosts=1) as tp:
-        base = Path(tp.tag + "-bench")
-        workroot = Path("/tmp") / base
+    for server in servers:
+        print(f"== {server.name}: {server.describe()}")
+    print(
+        "Each server has its own identical topology; the servers' steps alternate, so both "
+        "are measured under the same background load."
+    )
+    with contextlib.ExitStack() as stack:
+        # One topology per server: both can stay up, and an idle server costs nothing.
+        topologies = {s.name: stack.enter_context(Topology(hosts=1)) for s in servers}
+        workroot = Path("/tmp") / (topologies[servers[0].name].tag + "-bench")
         workroot.mkdir()
-        try:
-            mac_list = write_mac_list(workroot / "macs.txt", macs)
-            for server in servers:
-                load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-                print(f"\n== {server.name}: {server.describe()} (load average {load})")
-                print(HEADER)
-                for test in tests:
-                    mode = {"dora": "full", "proxy": "proxy", "inform": "inform"}[test]
+        stack.callback(shutil.rmtree, workroot, ignore_errors=True)
+        mac_list = write_mac_list(workroot / "macs.txt", macs)
+        for test in tests:
+            mode = {"dora": "full", "proxy": "proxy", "inform": "inform"}[test]
+            load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+            print(f"\n== {test} (load average {load})")
+            print(HEADER)
+            started: list[ServerUnderTest] = []
+            try:
+                for server in servers:
                     try:
-                        server.start(tp, workroot / f"{server.name}-{test}", macs, mode)
+                        server.start(
+                            topologies[server.name],
+                            workroot / f"{server.name}-{test}",
+                            macs,
+                            mode,
+                        )
                     except ServerUnavailable as exc:
                         unavailable[(server.name, test)] = str(exc)
                         print(f"{server.name:8} {test:6} not run: {exc}")
                         continue
-                    try:
-                        results += sweep_rates(
-                            tp,
-                            server,
-                            test,
-                            mac_list,
-                            rates,
-                            args.seconds,
-                            args.max_drop_pct,
-                            args.refine,
-                            args.keep_going,
-                        )
-                    finally:
-                        server.stop()
-                    time.sleep(0.5)
-        finally:
-            shutil.rmtree(workroot, ignore_errors=True)
+                    started.append(server)
+                sweeps = {
+                    server.name: sweep_steps(
+                        topologies[server.name],
+                        server,
+                        test,
+                        mac_list,
+                        rates,
+                        args.seconds,
+                        args.max_drop_pct,
+                        args.refine,
+                        args.keep_going,
+                    )
+                    for server in started
+                }
+                for step in interleave(sweeps):
+                    results.append(step)
+                    print(_row(step), flush=True)
+            finally:
+                for server in started:
+                    server.stop()
+            time.sleep(0.5)
 
     print(
         "\n== summary: highest rate with drops <= "

@@ -193,22 +193,23 @@ def decode(data: bytes) -> DhcpMessage:
         raise DecodeError(DecodeReason.NO_MSG_TYPE)
     if len(mtype) != 1 or mtype[0] == 0:
         raise DecodeError(DecodeReason.BAD_MSG_TYPE, f"option 53 = {mtype.hex()}")
+    # Positional, in field order: half the cost of keywords on a once-per-datagram call.
     return DhcpMessage(
-        op=op,
-        xid=xid,
-        chaddr=chaddr[:6],
-        options=options,
-        htype=htype,
-        hlen=hlen,
-        hops=hops,
-        secs=secs,
-        flags=flags,
-        ciaddr=ciaddr,
-        yiaddr=yiaddr,
-        siaddr=siaddr,
-        giaddr=giaddr,
-        sname=sname,
-        file=file,
+        op,
+        xid,
+        chaddr[:6],
+        options,
+        htype,
+        hlen,
+        hops,
+        secs,
+        flags,
+        ciaddr,
+        yiaddr,
+        siaddr,
+        giaddr,
+        sname,
+        file,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -62,6 +62,11 @@ class MemoryLeaseStore:
             self.leases[lease.ip] = lease
 
 
+def ip_text(ip: int) -> str:
+    """An IPv4 address as an int to dotted-quad text (what str(IPv4Address(ip)) gives, faster)."""
+    return f"{ip >> 24}.{(ip >> 16) & 255}.{(ip >> 8) & 255}.{ip & 255}"
+
+
 @dataclass(frozen=True, slots=True)
 class Subnet:
     """One subnet served in full mode."""
@@ -72,17 +77,38 @@ class Subnet:
     router: ipaddress.IPv4Address | None
     dns: tuple[ipaddress.IPv4Address, ...]
     lease_time: int
+    # Derived once here, because the packet path would otherwise redo these conversions on
+    # every request (ipaddress objects are slow to format and compare).
+    key: str = field(init=False, repr=False, compare=False)
+    net_lo: int = field(init=False, repr=False, compare=False)
+    net_hi: int = field(init=False, repr=False, compare=False)
+    pool_lo: int = field(init=False, repr=False, compare=False)
+    pool_hi: int = field(init=False, repr=False, compare=False)
+    # The subnet's own reply options on the wire: mask (1), router (3), DNS servers (6).
+    reply_options: tuple[tuple[int, bytes], ...] = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return str(self.network)
+    def __post_init__(self) -> None:
+        net = self.network
+        opts: list[tuple[int, bytes]] = [(1, net.netmask.packed)]
+        if self.router is not None:
+            opts.append((3, self.router.packed))
+        if self.dns:
+            opts.append((6, b"".join(a.packed for a in self.dns)))
+        for name, value in (
+            ("key", str(net)),
+            ("net_lo", int(net.network_address)),
+            ("net_hi", int(net.broadcast_address)),
+            ("pool_lo", int(self.pool_first)),
+            ("pool_hi", int(self.pool_last)),
+            ("reply_options", tuple(opts)),
+        ):
+            object.__setattr__(self, name, value)
 
     def contains(self, ip: int) -> bool:
-        net = self.network
-        return int(net.network_address) <= ip <= int(net.broadcast_address)
+        return self.net_lo <= ip <= self.net_hi
 
     def in_pool(self, ip: int) -> bool:
-        return int(self.pool_first) <= ip <= int(self.pool_last)
+        return self.pool_lo <= ip <= self.pool_hi
 
 
 def subnet_from_mapping(d: Mapping[str, Any], where: str = "dhcp.subnets") -> Subnet:
@@ -213,7 +239,7 @@ class LeasePool:
         self._owned: dict[tuple[str, _Owner], int] = {}
         # Fresh addresses are handed out in order; one never returns to "fresh", so a cursor
         # per subnet makes finding one O(1) amortised.
-        self._fresh: dict[str, int] = {s.key: int(s.pool_first) for s in self.subnets}
+        self._fresh: dict[str, int] = {s.key: s.pool_lo for s in self.subnets}
 
     # -- lookups --
 
@@ -237,7 +263,7 @@ class LeasePool:
         """Addresses of `subnet`'s pool anyone could be offered now."""
         return sum(
             1
-            for ip in range(int(subnet.pool_first), int(subnet.pool_last) + 1)
+            for ip in range(subnet.pool_lo, subnet.pool_hi + 1)
             if self._free_for_anyone(self._by_ip.get(ip), now)
         )
 
@@ -298,7 +324,7 @@ class LeasePool:
 
     def _advance_fresh(self, subnet: Subnet) -> None:
         cur = self._fresh[subnet.key]
-        last = int(subnet.pool_last)
+        last = subnet.pool_hi
         while cur <= last and cur in self._by_ip:
             cur += 1
         self._fresh[subnet.key] = cur
@@ -315,13 +341,13 @@ class LeasePool:
             return requested
         self._advance_fresh(subnet)
         cur = self._fresh[subnet.key]
-        if cur <= int(subnet.pool_last):
+        if cur <= subnet.pool_hi:
             return cur
         # No never-used address left: reuse the one free for longest. `expires_at` is when
         # each state stopped holding the address (lease end, release time, hold/quarantine end).
         best: int | None = None
         best_at = 0.0
-        for ip in range(int(subnet.pool_first), int(subnet.pool_last) + 1):
+        for ip in range(subnet.pool_lo, subnet.pool_hi + 1):
             lease = self._by_ip.get(ip)
             if self._free_for_anyone(lease, now):
                 at = lease.expires_at if lease is not None else float("-inf")
@@ -340,7 +366,7 @@ class LeasePool:
     ) -> PoolResult:
         before = self._owned.get((subnet.key, _owner(mac, client_id)))
         lease = Lease(
-            ip=str(ipaddress.IPv4Address(ip)),
+            ip=ip_text(ip),
             mac=mac,
             client_id=client_id,
             state=LeaseState.BOUND,
@@ -374,7 +400,7 @@ class LeasePool:
             lease = current  # already bound: offer it again without downgrading it
         else:
             lease = Lease(
-                ip=str(ipaddress.IPv4Address(ip)),
+                ip=ip_text(ip),
                 mac=mac,
                 client_id=client_id,
                 state=LeaseState.OFFERED,

@@ -6,9 +6,8 @@ go in and in what order, and where the reply is sent.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from server.dhcp.codec import (
@@ -30,7 +29,7 @@ from server.dhcp.codec import (
     ip_text,
     max_message_size,
 )
-from server.dhcp.pool import LeasePool, PoolOutcome, PoolReason, PoolResult
+from server.dhcp.pool import LeasePool, PoolOutcome, PoolReason, PoolResult, Subnet
 from server.dhcp.profiles import ProfileTable
 from server.domain import mac_from_bytes
 from server.policy import Decision
@@ -46,6 +45,8 @@ OPT_REBINDING_T2 = 59
 # subnet mask before the router (RFC 2132 §3.3).
 _GOES_BEFORE = {43: 60, OPT_ROUTER: OPT_SUBNET_MASK}
 # Never dropped to fit the size limit: without them the reply is wrong, not just smaller.
+# Distinct (type, vendor class, request list, subnet) combinations remembered at once.
+_REPLY_OPTIONS_MAX = 1024
 _KEEP = frozenset({OPT_MESSAGE_TYPE, OPT_SERVER_ID, OPT_CLIENT_ID, OPT_RELAY_AGENT, OPT_LEASE_TIME})
 
 
@@ -91,7 +92,9 @@ class Ignore:
         return self.reason in PROTOCOL_SILENCE
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per reply, and a frozen dataclass's __init__ costs ~4x as much.
+# Treat it as immutable all the same.
+@dataclass(slots=True)
 class Reply:
     """A reply to encode and send, and what went into it (for the log line)."""
 
@@ -124,6 +127,10 @@ class ResponderContext:
     client_port: int = 68  # lab knob: where client-bound replies go (68 on a real network)
     server_port: int = 67  # where replies to a relay go (RFC 2131 §4.1)
     max_size_cap: int = 1500  # upper bound on option 57 (one Ethernet MTU)
+    # Memo of _reply_options: a deterministic function of its key, so respond() stays pure.
+    reply_options: dict[
+        tuple[int, bool, bytes | None, bytes, str], tuple[dict[int, bytes], str]
+    ] = field(default_factory=dict, repr=False, compare=False)
 
 
 def order_options(
@@ -258,6 +265,30 @@ def _build(
     return Reply(message, dest, max_size, reason, profile, dropped, fallback)
 
 
+def _reply_options(
+    ctx: ResponderContext,
+    reply_type: int,
+    vendor_class: bytes | None,
+    prl: bytes,
+    subnet: Subnet | None,
+    leased: bool,
+) -> tuple[dict[int, bytes], str]:
+    """The reply's options in wire order before the echoed 61/82, and the profile's name."""
+    match = ctx.profiles.select(vendor_class, prl)
+    available: dict[int, bytes] = dict(match.options) if match is not None else {}
+    if subnet is not None:
+        # The subnet's own settings win over a profile's for the same code.
+        available.update(subnet.reply_options)  # mask, router, DNS servers
+        if leased:
+            t = subnet.lease_time
+            # RFC 2131 §4.4.5 defaults: T1 = 0.5 and T2 = 0.875 of the lease.
+            available[OPT_LEASE_TIME] = t.to_bytes(4, "big")
+            available[OPT_RENEWAL_T1] = (t // 2).to_bytes(4, "big")
+            available[OPT_REBINDING_T2] = (t * 7 // 8).to_bytes(4, "big")
+    ordered = order_options(reply_type, ctx.server_id, available, prl)
+    return ordered, match.profile.name if match is not None else ""
+
+
 def respond(
     request: DhcpMessage,
     decision: Decision,
@@ -276,7 +307,7 @@ def respond(
     mode = ctx.mode
     yiaddr = ZERO_IP
     reason: str = decision.reason
-    extra: dict[int, bytes] = {}
+    leased = False  # a lease is in the reply: lease time, T1 and T2 go in too
     subnet = None
     if mt == MessageType.INFORM:
         # §4.3.5: ACK with configuration only; no yiaddr, lease time or T1/T2.
@@ -318,25 +349,19 @@ def respond(
         reply_type = (
             MessageType.OFFER if pool_result.outcome is PoolOutcome.OFFER else MessageType.ACK
         )
-        yiaddr = ipaddress.IPv4Address(lease.ip).packed
-        t = subnet.lease_time
-        # RFC 2131 §4.4.5 defaults: T1 = 0.5 and T2 = 0.875 of the lease.
-        extra = {
-            OPT_LEASE_TIME: t.to_bytes(4, "big"),
-            OPT_RENEWAL_T1: (t // 2).to_bytes(4, "big"),
-            OPT_REBINDING_T2: (t * 7 // 8).to_bytes(4, "big"),
-        }
-    prl = request.options.get(OPT_PARAM_REQUEST_LIST, b"")
-    match = ctx.profiles.select(request.options.get(OPT_VENDOR_CLASS), prl)
-    available: dict[int, bytes] = dict(match.options) if match is not None else {}
-    if subnet is not None:
-        # The subnet's own settings win over a profile's for the same code.
-        available[OPT_SUBNET_MASK] = subnet.network.netmask.packed
-        if subnet.router is not None:
-            available[OPT_ROUTER] = subnet.router.packed
-        if subnet.dns:
-            available[OPT_DNS] = b"".join(a.packed for a in subnet.dns)
-    available.update(extra)
-    options = _echoed(request, order_options(reply_type, ctx.server_id, available, prl))
-    profile = match.profile.name if match is not None else ""
+        yiaddr = bytes(map(int, lease.ip.split(".")))  # the pool's own dotted quad
+        leased = True
+    opts = request.options
+    prl = opts.get(OPT_PARAM_REQUEST_LIST, b"")
+    vendor_class = opts.get(OPT_VENDOR_CLASS)
+    # Everything below depends only on this key, so the ordered options are memoised.
+    key = (reply_type, leased, vendor_class, prl, subnet.key if subnet is not None else "")
+    cached = ctx.reply_options.get(key)
+    if cached is None:
+        cached = _reply_options(ctx, reply_type, vendor_class, prl, subnet, leased)
+        if len(ctx.reply_options) >= _REPLY_OPTIONS_MAX:
+            ctx.reply_options.clear()  # bounded: option 55 and 60 are the client's to choose
+        ctx.reply_options[key] = cached
+    ordered, profile = cached
+    options = _echoed(request, dict(ordered))
     return _build(request, reply_type, options, yiaddr, ctx, src, reason, profile)

@@ -3,6 +3,11 @@
 Counts every packet in the metrics registry (no MAC labels) and logs one INFO line per decision
 on the `imprint.dhcp` logger with `extra=` fields. The registry `index` is read on every packet,
 so a device registered a moment ago is answered on its next packet.
+
+`handle_now` does all of a packet's work synchronously, so the transport can answer from its
+receive callback with no queue or task hop. Only a reply whose lease changes must be stored first
+(full mode: ACK, and the silent RELEASE/DECLINE) comes back as a `PendingReply`; its changes join
+the group commit, which saves everything submitted during the previous save in one transaction.
 """
 
 from __future__ import annotations
@@ -10,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from server.dhcp.codec import (
     BOOTREQUEST,
@@ -27,6 +34,7 @@ from server.dhcp.codec import (
     ip_bytes,
     ip_text,
 )
+from server.dhcp.leasedb import SqliteLeaseWriter
 from server.dhcp.pool import Lease, LeasePool, LeaseState, LeaseStore, Subnet
 from server.dhcp.profiles import ProfileTable, VendorProfile
 from server.dhcp.responder import (
@@ -64,7 +72,9 @@ class DhcpConfig:
     decline_quarantine: float = 86400  # seconds a declined address stays out of use
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per reply, and a frozen dataclass's __init__ costs ~4x as much.
+# Treat it as immutable all the same.
+@dataclass(slots=True)
 class Outgoing:
     """One datagram to send."""
 
@@ -76,33 +86,73 @@ class Outgoing:
 class _GroupCommit:
     """Persist lease changes before their replies go out, many callers per transaction.
 
-    Callers arriving while a save is in flight join the next batch, so under load one SQLite
-    transaction covers many ACKs instead of one each.
+    Changes submitted during one loop iteration (one burst of datagrams), or while a save is in
+    flight, are saved together, so under load one SQLite transaction covers many ACKs. With a
+    `writer` the save runs inline (see leasedb.py); when it cannot take the write lock, or
+    without one, it goes through the store's async `save_leases`.
     """
 
-    def __init__(self, store: LeaseStore, on_batch: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        store: LeaseStore,
+        on_batch: Callable[[int, str], None],
+        writer: SqliteLeaseWriter | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
         self._store = store
         self._on_batch = on_batch
+        self._writer = writer
+        self._log = log or logging.getLogger("imprint.dhcp")
         self._pending: list[Lease] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._checkpoint: asyncio.Task[None] | None = None
 
-    async def commit(self, changes: Sequence[Lease]) -> None:
-        """Return once `changes` are stored; raise what the store raised otherwise."""
+    def submit(self, changes: Sequence[Lease]) -> asyncio.Future[None]:
+        """A future that completes once `changes` are stored (or with what the store raised)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.extend(changes)
         self._waiters.append(fut)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
-        await fut
+        return fut
+
+    async def commit(self, changes: Sequence[Lease]) -> None:
+        """Return once `changes` are stored; raise what the store raised otherwise."""
+        await self.submit(changes)
+
+    async def drain(self) -> None:
+        """Wait until every change submitted so far has been saved or has failed."""
+        while self._task is not None and not self._task.done():
+            await asyncio.wait([self._task])
+        if self._checkpoint is not None and not self._checkpoint.done():
+            await asyncio.wait([self._checkpoint])
+
+    async def _save(self, leases: list[Lease]) -> str:
+        """Store `leases` in one transaction; returns which path did it."""
+        writer = self._writer
+        if writer is not None and writer.is_open and writer.save_now(leases):
+            if writer.checkpoint_due():
+                self._checkpoint = asyncio.create_task(self._run_checkpoint(writer))
+            return "inline"
+        await self._store.save_leases(leases)
+        return "store"
+
+    async def _run_checkpoint(self, writer: SqliteLeaseWriter) -> None:
+        try:
+            await writer.checkpoint()
+        except Exception:
+            # Not fatal: the WAL only grows until the next checkpoint succeeds.
+            self._log.exception("lease database checkpoint failed")
 
     async def _run(self) -> None:
         while self._waiters:
             batch, waiters = self._pending, self._waiters
             self._pending, self._waiters = [], []
             latest = {lease.ip: lease for lease in batch}  # later changes to one address win
+            path = "failed"
             try:
-                await self._store.save_leases(list(latest.values()))
+                path = await self._save(list(latest.values()))
             except Exception as exc:  # the store's failure is every waiter's failure
                 for w in waiters:
                     if not w.done():
@@ -111,7 +161,29 @@ class _GroupCommit:
                 for w in waiters:
                     if not w.done():
                         w.set_result(None)
-            self._on_batch(len(waiters))
+            self._on_batch(len(waiters), path)
+
+
+class PendingReply:
+    """A reply that may leave only once its lease changes are stored (full mode).
+
+    `stored` completes when the group commit has saved them (or failed); `finish()` then gives
+    the datagrams to send: the reply, or none when the store failed (RFC 2131 §4.3.1: no ACK
+    for an address we could not record).
+    """
+
+    __slots__ = ("stored", "_finish")
+
+    def __init__(
+        self, stored: asyncio.Future[None], finish: Callable[[BaseException | None], list[Outgoing]]
+    ) -> None:
+        self.stored = stored
+        self._finish = finish
+
+    def finish(self) -> list[Outgoing]:
+        """The datagrams to send now that `stored` is done; call once, after it completes."""
+        fut = self.stored
+        return self._finish(asyncio.CancelledError() if fut.cancelled() else fut.exception())
 
 
 def _client_address(reply: DhcpMessage, request: DhcpMessage, src: tuple[str, int]) -> str | None:
@@ -135,7 +207,10 @@ class DhcpService:
         logger: logging.Logger | None = None,
         clock: Callable[[], float] = time.time,
         sightings: Sightings | None = None,
+        lease_db: Path | None = None,
     ) -> None:
+        """`lease_db`: the store's SQLite file; when given (full mode), lease batches are
+        written inline on the loop (leasedb.py) and `lease_store` is the fallback."""
         try:
             server_id = ip_bytes(config.server_ip)
         except ValueError:
@@ -165,6 +240,7 @@ class DhcpService:
         self.pool: LeasePool | None = None
         self._lease_store = lease_store
         self._commit: _GroupCommit | None = None
+        self._writer: SqliteLeaseWriter | None = None
         if config.mode is Mode.FULL:
             if not config.subnets:
                 raise ValueError("dhcp.subnets: mode 'full' needs at least one subnet with a pool")
@@ -182,7 +258,9 @@ class DhcpService:
                 offer_hold=config.offer_hold,
                 decline_quarantine=config.decline_quarantine,
             )
-            self._commit = _GroupCommit(lease_store, self._observe_batch)
+            if lease_db is not None:
+                self._writer = SqliteLeaseWriter(lease_db)
+            self._commit = _GroupCommit(lease_store, self._observe_batch, self._writer, self._log)
         self._received = metrics.counter(
             "imprint_dhcp_packets_received_total",
             "DHCP datagrams received, by message type",
@@ -211,6 +289,12 @@ class DhcpService:
             "Replies waiting on one lease-store transaction",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
         )
+        self._saves = metrics.counter(
+            "imprint_dhcp_lease_saves_total",
+            "Lease-store transactions, by path: inline on the event loop, through the store's "
+            "connection (no inline writer, or its write lock was busy), or failed",
+            ["path"],
+        )
         if self.pool is not None:
             metrics.gauge(
                 "imprint_dhcp_leases", "Full-mode leases known, by state", ["state"]
@@ -225,6 +309,22 @@ class DhcpService:
         skipped = self.pool.load(await self._lease_store.load_leases())
         if skipped:
             self._log.warning("ignored %d stored leases outside today's pools", skipped)
+        if self._writer is not None and not self._writer.is_open:
+            try:
+                self._writer.open()
+            except sqlite3.Error as e:
+                # Still correct without it: every save goes through the store's async path.
+                self._log.warning(
+                    "lease database %s not opened for inline writes (%s); using the store",
+                    self._writer.path,
+                    e,
+                )
+
+    async def close(self) -> None:
+        """Wait for submitted lease changes to be stored, then close the inline writer."""
+        await self.drain()
+        if self._writer is not None:
+            self._writer.close()
 
     async def expire_leases(self) -> int:
         """Persist leases that have lapsed by now; returns how many changed (full mode)."""
@@ -235,6 +335,11 @@ class DhcpService:
             await self._commit.commit(changes)
         return len(changes)
 
+    async def drain(self) -> None:
+        """Wait for lease changes already submitted to be stored (call before closing the store)."""
+        if self._commit is not None:
+            await self._commit.drain()
+
     def count_drop(self, reason: str) -> None:
         """Count a datagram the transport dropped before handing it over (e.g. queue full)."""
         self._dropped.inc(reason)
@@ -243,14 +348,28 @@ class DhcpService:
 
     async def handle(self, data: bytes, src: tuple[str, int], iface: str) -> list[Outgoing]:
         """Datagrams to send in answer to `data`; never raises (errors are counted and logged)."""
+        result = self.handle_now(data, src, iface)
+        if isinstance(result, PendingReply):
+            # finish() reads the outcome from the future: a store failure withholds the reply.
+            await asyncio.wait([result.stored])
+            return result.finish()
+        return result
+
+    def handle_now(
+        self, data: bytes, src: tuple[str, int], iface: str
+    ) -> list[Outgoing] | PendingReply:
+        """Answer `data` without waiting: the datagrams to send now, or a PendingReply when
+        lease changes must be stored first. Never raises (errors are counted and logged)."""
         try:
-            return await self._handle(data, src, iface)
+            return self._handle(data, src, iface)
         except Exception:
             self.errors.inc("handle")
             self._log.exception("DHCP packet from %s:%s could not be handled", src[0], src[1])
             return []
 
-    async def _handle(self, data: bytes, src: tuple[str, int], iface: str) -> list[Outgoing]:
+    def _handle(
+        self, data: bytes, src: tuple[str, int], iface: str
+    ) -> list[Outgoing] | PendingReply:
         try:
             request = decode(data)
         except DecodeError as e:
@@ -282,26 +401,50 @@ class DhcpService:
                 )
             return self._ignored(request, tname, mac, iface, Ignore(decision.reason))
         pool_result = None
-        if self.pool is not None and self._commit is not None:
+        if self.pool is not None:
             pool_result = pool_step(self.pool, request, self.ctx, self._clock())
-            if pool_result is not None and pool_result.changes:
-                try:
-                    await self._commit.commit(pool_result.changes)
-                except Exception:
+        # The reply is built now (pure), but leaves only after its lease changes are stored.
+        result = respond(request, decision, self.ctx, src=src, pool_result=pool_result)
+        out: bytes | None = None
+        if isinstance(result, Reply):
+            try:
+                out = encode(result.message, result.max_size)
+            except EncodeError:
+                # respond() fits the options to max_size, so this is our bug, not the peer's.
+                self.errors.inc("encode")
+                self._log.exception("DHCP reply could not be encoded", extra={"mac": mac})
+        if pool_result is not None and pool_result.changes and self._commit is not None:
+            stored = self._commit.submit(pool_result.changes)
+
+            def finish(exc: BaseException | None) -> list[Outgoing]:
+                if exc is not None:
                     # The pool keeps the binding in memory; the client's retry re-commits it.
-                    self._log.exception("lease store failed; reply withheld", extra={"mac": mac})
+                    self._log.error(
+                        "lease store failed; reply withheld",
+                        exc_info=exc,
+                        extra={"mac": mac},
+                    )
                     return self._ignored(
                         request, tname, mac, iface, Ignore(IgnoreReason.LEASE_STORE_FAILED)
                     )
-        result = respond(request, decision, self.ctx, src=src, pool_result=pool_result)
+                return self._reply(request, tname, mac, iface, src, result, out)
+
+            return PendingReply(stored, finish)
+        return self._reply(request, tname, mac, iface, src, result, out)
+
+    def _reply(
+        self,
+        request: DhcpMessage,
+        tname: str,
+        mac: str,
+        iface: str,
+        src: tuple[str, int],
+        result: Reply | Ignore,
+        out: bytes | None,
+    ) -> list[Outgoing]:
         if isinstance(result, Ignore):
             return self._ignored(request, tname, mac, iface, result)
-        try:
-            out = encode(result.message, result.max_size)
-        except EncodeError:
-            # respond() fits the options to max_size, so this is our bug, not the peer's.
-            self.errors.inc("encode")
-            self._log.exception("DHCP reply could not be encoded", extra={"mac": mac})
+        if out is None:  # counted and logged where encoding failed
             return []
         rtype = result.msg_type
         if self._sightings is not None and rtype == MessageType.ACK:
@@ -361,8 +504,9 @@ class DhcpService:
 
     # -- metrics helpers --
 
-    def _observe_batch(self, size: int) -> None:
+    def _observe_batch(self, size: int, path: str) -> None:
         self._batch.observe(size)
+        self._saves.inc(path)
 
     def _lease_counts(self) -> dict[tuple[str, ...], float]:
         counts: dict[tuple[str, ...], float] = {(s.value,): 0 for s in LeaseState}

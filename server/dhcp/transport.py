@@ -1,8 +1,13 @@
-"""UDP socket for the DHCP service: receive, queue, hand to the service, send what comes back.
+"""UDP socket for the DHCP service: receive, hand to the service, send what comes back.
 
-Thin on purpose: every protocol rule lives in the service and the pure cores. The queue is
-bounded so a flood sheds load (dropped and counted) instead of growing memory, and every
-exception from one datagram is caught and counted so the next one is still served.
+Thin on purpose: every protocol rule lives in the service and the pure cores. Each readable
+event drains a bounded burst of datagrams and answers each one inline (`handle_now`: decode,
+decide, respond, encode, sendto) with no queue or task hop. Only replies that wait for a lease
+commit (full mode) are held; replies to one client leave in the order its datagrams came, and a
+later datagram from that client is held behind them. At most `queue_size + workers` datagrams
+are held at once; past that, datagrams are shed before decoding (counted as DHCP_QUEUE_FULL),
+so a stalled store costs bounded memory. Every exception from one datagram is caught and
+counted so the next one is still served.
 """
 
 from __future__ import annotations
@@ -11,30 +16,55 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import platform
 import socket
 import struct
+import sys
+from collections import deque
 
 from server.dhcp.responder import IgnoreReason
-from server.dhcp.service import DhcpService
+from server.dhcp.service import DhcpService, Outgoing, PendingReply
 
 _log = logging.getLogger("imprint.dhcp")
 
+# Datagrams read per readable event before yielding to the loop (HTTP, mDNS, commits).
+_BURST = 64
+# chaddr's first 6 octets (RFC 2131 §2: chaddr starts at octet 28): the client key for ordering.
+_CHADDR = slice(28, 34)
+_MAX_DATAGRAM = 65535
+# A burst that arrives while the loop is busy (a commit finishing, a GC pause, the HTTP side)
+# waits in the socket buffer; the kernel default (~208 KiB, a few hundred datagrams) overflows
+# silently, only /proc/net/snmp RcvbufErrors shows it.
+DEFAULT_RECV_BUFFER = 4 << 20
+# Python does not export SO_RCVBUFFORCE; 33 is its value in Linux's asm-generic/socket.h, which
+# these architectures use (alpha, mips, parisc and sparc number it differently).
+_SO_RCVBUFFORCE: int | None = getattr(socket, "SO_RCVBUFFORCE", None)
+if (
+    _SO_RCVBUFFORCE is None
+    and sys.platform == "linux"
+    and platform.machine() in ("x86_64", "aarch64", "i686", "armv7l", "riscv64")
+):
+    _SO_RCVBUFFORCE = 33
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, server: DhcpServer) -> None:
-        self._server = server
 
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self._server._enqueue(data, (str(addr[0]), int(addr[1])))
+class _Held:
+    """Datagrams for one client that wait for that client's lease commit, in arrival order."""
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors for earlier sends (e.g. port unreachable) land here; they are not fatal.
-        self._server.service.errors.inc("socket")
-        _log.debug("DHCP socket error: %s", exc)
+    __slots__ = ("pending", "out")
+
+    def __init__(self, pending: PendingReply | None, out: list[Outgoing]) -> None:
+        self.pending = pending
+        self.out = out
+
+    def ready(self) -> bool:
+        return self.pending is None or self.pending.stored.done()
+
+    def outgoing(self) -> list[Outgoing]:
+        return self.out if self.pending is None else self.pending.finish()
 
 
 class DhcpServer:
-    """A bound DHCP socket with its worker tasks; `close()` stops both."""
+    """A bound DHCP socket answered from the event loop's reader callback; `close()` stops it."""
 
     def __init__(
         self,
@@ -46,53 +76,153 @@ class DhcpServer:
     ) -> None:
         self.service = service
         self.interface = interface
-        self._queue: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue(queue_size)
-        self._workers_n = workers
+        # The old budget of workers + queued datagrams, now held replies + datagrams behind them.
+        self._max_held = queue_size + workers
+        self._held = 0
+        self._by_client: dict[bytes, deque[_Held]] = {}
+        self._unsent: deque[Outgoing] = deque()
         self._expire_interval = expire_interval
-        self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writing = False
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def sockname(self) -> tuple[str, int]:
         """The bound (host, port); useful when port 0 asked for an ephemeral port."""
-        assert self._transport is not None
-        name = self._transport.get_extra_info("sockname")
+        assert self._sock is not None
+        name = self._sock.getsockname()
         return (str(name[0]), int(name[1]))
 
-    def _enqueue(self, data: bytes, addr: tuple[str, int]) -> None:
-        try:
-            self._queue.put_nowait((data, addr))
-        except asyncio.QueueFull:
-            self.service.count_drop(IgnoreReason.QUEUE_FULL)
+    @property
+    def recv_buffer(self) -> int:
+        """The receive buffer the kernel granted (Linux reports twice what was asked for)."""
+        assert self._sock is not None
+        return int(self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+    @property
+    def held(self) -> int:
+        """Datagrams held now: waiting for a lease commit, or behind one of the same client."""
+        return self._held
 
     async def _start(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
-        self._transport = transport
         await self.service.start()
-        for _ in range(self._workers_n):
-            self._tasks.append(asyncio.create_task(self._work()))
+        self._loop = asyncio.get_running_loop()
+        self._sock = sock
+        self._loop.add_reader(sock.fileno(), self._readable)
         if self.service.pool is not None:
             self._tasks.append(asyncio.create_task(self._expire_loop()))
 
-    async def _work(self) -> None:
-        service = self.service
-        iface = self.interface
-        while True:
-            data, addr = await self._queue.get()
+    # -- receive --
+
+    def _readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(_BURST):
             try:
-                for out in await service.handle(data, addr, iface):
-                    transport = self._transport
-                    if transport is None:  # closed while this datagram was being handled
-                        return
-                    try:
-                        transport.sendto(out.data, out.dest)
-                    except OSError as e:
-                        service.errors.inc("send")
-                        _log.warning("DHCP reply to %s:%s not sent: %s", *out.dest, e)
+                data, addr = sock.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                # ICMP errors for earlier sends (e.g. port unreachable) surface here; not fatal.
+                self.service.errors.inc("socket")
+                _log.debug("DHCP socket error: %s", e)
+                continue
+            try:
+                self._datagram(data, addr)  # AF_INET: already a (host, port) tuple
             except Exception:
-                service.errors.inc("worker")
-                _log.exception("DHCP worker error")
+                self.service.errors.inc("worker")
+                _log.exception("DHCP transport error")
+
+    def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._held >= self._max_held:
+            self.service.count_drop(IgnoreReason.QUEUE_FULL)
+            return
+        result = self.service.handle_now(data, addr, self.interface)
+        by_client = self._by_client
+        line = by_client.get(data[_CHADDR]) if by_client else None
+        if isinstance(result, PendingReply):
+            key = data[_CHADDR]
+            entry = _Held(result, [])
+            if line is None:
+                by_client[key] = deque((entry,))
+            else:
+                line.append(entry)
+            self._held += 1
+            result.stored.add_done_callback(lambda _f: self._release(key))
+        elif line is not None:
+            if result:
+                # Keep this client's replies in order: wait behind its pending commit.
+                line.append(_Held(None, result))
+                self._held += 1
+        else:
+            for out in result:
+                self._send(out)
+
+    def _release(self, key: bytes) -> None:
+        """Send the replies at the head of `key`'s line whose commits are done."""
+        line = self._by_client.get(key)
+        if line is None:
+            return
+        while line and line[0].ready():
+            entry = line.popleft()
+            self._held -= 1
+            try:
+                outs = entry.outgoing()
+            except Exception:
+                self.service.errors.inc("worker")
+                _log.exception("DHCP transport error")
+                continue
+            for out in outs:
+                self._send(out)
+        if not line:
+            del self._by_client[key]
+
+    # -- send --
+
+    def _send(self, out: Outgoing) -> None:
+        if self._unsent:
+            self._queue_unsent(out)
+            return
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sock.sendto(out.data, out.dest)
+        except (BlockingIOError, InterruptedError):
+            self._queue_unsent(out)
+        except OSError as e:
+            self.service.errors.inc("send")
+            _log.warning("DHCP reply to %s:%s not sent: %s", *out.dest, e)
+
+    def _queue_unsent(self, out: Outgoing) -> None:
+        # The send buffer is full: keep a bounded backlog and flush it when writable.
+        if len(self._unsent) >= self._max_held:
+            self.service.errors.inc("send")
+            return
+        self._unsent.append(out)
+        if not self._writing and self._loop is not None and self._sock is not None:
+            self._loop.add_writer(self._sock.fileno(), self._writable)
+            self._writing = True
+
+    def _writable(self) -> None:
+        sock = self._sock
+        while self._unsent and sock is not None:
+            out = self._unsent[0]
+            try:
+                sock.sendto(out.data, out.dest)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self.service.errors.inc("send")
+                _log.warning("DHCP reply to %s:%s not sent: %s", *out.dest, e)
+            self._unsent.popleft()
+        if self._writing and self._loop is not None and sock is not None:
+            self._loop.remove_writer(sock.fileno())
+        self._writing = False
+
+    # -- lifecycle --
 
     async def _expire_loop(self) -> None:
         while True:
@@ -104,16 +234,29 @@ class DhcpServer:
                 _log.exception("DHCP lease expiry failed")
 
     async def close(self) -> None:
-        """Stop the workers and close the socket; queued datagrams are dropped."""
+        """Stop reading, close the socket, wait for submitted lease changes to be stored.
+
+        Replies still waiting for their commit are not sent; their leases are stored anyway.
+        """
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks.clear()
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        sock, self._sock = self._sock, None
+        if sock is not None and self._loop is not None:
+            self._loop.remove_reader(sock.fileno())
+            if self._writing:
+                self._loop.remove_writer(sock.fileno())
+                self._writing = False
+        if sock is not None:
+            sock.close()
+        self._unsent.clear()
+        self._by_client.clear()  # their commits still complete; the replies are not sent
+        self._held = 0
+        with contextlib.suppress(Exception):
+            await self.service.close()
 
 
 def interface_address(interface: str) -> str:
@@ -128,12 +271,25 @@ def interface_address(interface: str) -> str:
     return socket.inet_ntoa(res[20:24])
 
 
-def _socket(host: str, port: int, interface: str | None) -> socket.socket:
+def _set_recv_buffer(sock: socket.socket, size: int) -> None:
+    """Ask for a `size`-octet receive buffer: up to net.core.rmem_max for anyone, and past it
+    for root (SO_RCVBUFFORCE, CAP_NET_ADMIN). A smaller buffer than asked is not an error."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    # Linux reports twice the payload size it granted (the rest is its own bookkeeping).
+    if _SO_RCVBUFFORCE is not None and sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < size:
+        with contextlib.suppress(OSError):  # EPERM without CAP_NET_ADMIN
+            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, size)
+
+
+def _socket(host: str, port: int, interface: str | None, recv_buffer: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # Replies to clients without an address go to 255.255.255.255 (RFC 2131 §4.1).
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        if recv_buffer > 0:
+            _set_recv_buffer(sock, recv_buffer)
         if interface:
             # Without this a 0.0.0.0-bound socket would hear (and broadcast on) every
             # interface; with it, broadcasts leave through the site VLAN only. Needs root or
@@ -156,11 +312,16 @@ async def start_dhcp(
     queue_size: int = 4096,
     workers: int = 8,
     expire_interval: float = 60.0,
+    recv_buffer: int = DEFAULT_RECV_BUFFER,
 ) -> DhcpServer:
-    """Bind the DHCP socket, load leases, start `workers` tasks; raises OSError if bind fails."""
+    """Bind the DHCP socket, load leases and start answering; raises OSError if bind fails.
+
+    At most `queue_size + workers` datagrams wait for lease commits at once; more are shed.
+    `recv_buffer` is the socket receive buffer in octets (0 keeps the kernel default).
+    """
     if queue_size < 1 or workers < 1:
         raise ValueError("dhcp: queue_size and workers must be at least 1")
-    sock = _socket(host, port, interface)
+    sock = _socket(host, port, interface, recv_buffer)
     server = DhcpServer(service, interface or host, queue_size, workers, expire_interval)
     try:
         await server._start(sock)
