@@ -19,13 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from server import __version__
+from server.admin_auth import AdminAuth
 from server.codes import CodeVault, load_or_create_key
 from server.config import ConfigError, Settings, load_settings
 from server.csvio import CsvError, parse_upload, write_export
 from server.domain import DeviceState
 from server.logs import setup_logging
+from server.oauth import UserAccounts
 from server.registry import Principal, Registry, iso
+from server.store.admin_store import AdminStore
 from server.store.base import StoreError
+from server.store.oauth_store import OAuthStore
 from server.store.sqlite import SqliteStore
 
 
@@ -84,7 +88,7 @@ def _progress(done: int, total: int) -> None:
 async def cmd_serve(s: Settings, a: argparse.Namespace) -> int:
     from server.app import serve
 
-    await serve(s)
+    await serve(s, dhcp_probe=not getattr(a, "no_dhcp_probe", False))
     return 0
 
 
@@ -315,6 +319,144 @@ async def cmd_discovered(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_auth(cli: Cli) -> AdminAuth:
+    return AdminAuth(AdminStore(cli.store))
+
+
+def _read_password(a: argparse.Namespace) -> str | None:
+    """--password, --password-file (first line), or a prompt on a terminal; None if none given."""
+    if a.password is not None:
+        return str(a.password)
+    if a.password_file:
+        path = str(a.password_file)
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        return text.splitlines()[0] if text else ""
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != first:
+            print("error: the passwords differ", file=sys.stderr)
+            return None
+        return first
+    print("error: give --password P or --password-file F ('-' for stdin)", file=sys.stderr)
+    return None
+
+
+async def cmd_admins_create(s: Settings, a: argparse.Namespace) -> int:
+    password = _read_password(a)
+    if password is None:
+        return 2
+    cli = Cli(s)
+    async with cli:
+        row = await _admin_auth(cli).create_admin(
+            cli.who.actor, a.username, password, a.role, a.tenant
+        )
+    tenant = f" of tenant {row.tenant_id}" if row.tenant_id else ""
+    print(f"created {row.role} {row.username}{tenant}; sign in at /ui")
+    return 0
+
+
+async def cmd_admins_list(s: Settings, a: argparse.Namespace) -> int:
+    cli = Cli(s)
+    async with cli:
+        rows = await AdminStore(cli.store).list_admins()
+    print(
+        _table(
+            ["USERNAME", "ROLE", "TENANT", "STATUS", "CREATED (UTC)"],
+            [
+                (
+                    r.username,
+                    r.role,
+                    r.tenant_id,
+                    "disabled" if r.disabled else "active",
+                    r.created_at,
+                )
+                for r in rows
+            ],
+        )
+    )
+    return 0
+
+
+async def cmd_admins_disable(s: Settings, a: argparse.Namespace) -> int:
+    cli = Cli(s)
+    async with cli:
+        await _admin_auth(cli).set_disabled(cli.who.actor, a.username, not a.enable)
+    print(f"{'enabled' if a.enable else 'disabled (and signed out)'} {a.username}")
+    return 0
+
+
+def _user_accounts(reg: Registry) -> UserAccounts:
+    return UserAccounts(reg, OAuthStore(reg.store))
+
+
+async def cmd_users_create(s: Settings, a: argparse.Namespace) -> int:
+    password = _read_password(a)
+    if password is None:
+        return 2
+    cli = Cli(s)
+    async with cli as reg:
+        u = await _user_accounts(reg).create(
+            cli.who, a.tenant, a.username, a.display_name or "", password
+        )
+    print(f"created user {u.username} in {u.tenant_id}; devices can now be signed in as it")
+    return 0
+
+
+async def cmd_users_list(s: Settings, a: argparse.Namespace) -> int:
+    cli = Cli(s)
+    async with cli as reg:
+        users = await _user_accounts(reg).list(cli.who, a.tenant)
+    if a.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "username": u.username,
+                        "display_name": u.display_name,
+                        "disabled": u.disabled,
+                        "created_at": u.created_at,
+                        "updated_at": u.updated_at,
+                    }
+                    for u in users
+                ]
+            )
+        )
+        return 0
+    print(
+        _table(
+            ["USERNAME", "DISPLAY NAME", "STATUS", "CREATED (UTC)"],
+            [
+                (u.username, u.display_name, "disabled" if u.disabled else "active", u.created_at)
+                for u in users
+            ],
+        )
+    )
+    return 0
+
+
+async def cmd_users_disable(s: Settings, a: argparse.Namespace) -> int:
+    cli = Cli(s)
+    async with cli as reg:
+        u = await _user_accounts(reg).update(cli.who, a.tenant, a.username, disabled=not a.enable)
+    print(
+        f"enabled {u.username}"
+        if a.enable
+        else f"disabled {u.username}; devices signed in as it are signed out"
+    )
+    return 0
+
+
+async def cmd_users_reset_password(s: Settings, a: argparse.Namespace) -> int:
+    password = _read_password(a)
+    if password is None:
+        return 2
+    cli = Cli(s)
+    async with cli as reg:
+        await _user_accounts(reg).reset_password(cli.who, a.tenant, a.username, password)
+    print(f"password of {a.username} changed")
+    return 0
+
+
 async def cmd_check_config(s: Settings, a: argparse.Namespace) -> int:
     from server.app import public_url
 
@@ -323,6 +465,28 @@ async def cmd_check_config(s: Settings, a: argparse.Namespace) -> int:
         f"({'TLS' if s.tls.enabled else 'plain HTTP'}), public URL {public_url(s)}, "
         f"DHCP {'on (' + s.dhcp.mode + ')' if s.dhcp.enabled else 'off'}, "
         f"mDNS {'on' if s.mdns.enabled else 'off'}"
+    )
+    return 0
+
+
+async def cmd_db_backup(s: Settings, a: argparse.Namespace) -> int:
+    from server.backup import BackupError, online_backup
+
+    try:
+        info = await online_backup(
+            s.store.path, Path(a.file), busy_timeout_ms=s.store.busy_timeout_ms
+        )
+    except BackupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"backed up {s.store.path} to {info.path} ({info.size_bytes} bytes, {info.devices} "
+        "device(s), integrity check ok)"
+    )
+    print(
+        f"the code key file {s.codes_key_file} is not in the database: keep a copy of it too "
+        "(without it current codes cannot be shown or checked)",
+        file=sys.stderr,
     )
     return 0
 
@@ -350,7 +514,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    add(sub, "serve", cmd_serve, "run the server (HTTP API, DHCP and mDNS responders)")
+    sp = add(sub, "serve", cmd_serve, "run the server (HTTP API, DHCP and mDNS responders)")
+    sp.add_argument(
+        "--no-dhcp-probe",
+        action="store_true",
+        help="full mode: start even if another DHCP server answers on the interface",
+    )
     add(
         sub,
         "check-config",
@@ -430,6 +599,56 @@ def build_parser() -> argparse.ArgumentParser:
     add(tokens, "list", cmd_tokens_list, "list tokens (never their secrets)")
     sp = add(tokens, "revoke", cmd_tokens_revoke, "revoke a token")
     sp.add_argument("--id", required=True)
+    admins = sub.add_parser("admins", help="admin web UI accounts").add_subparsers(
+        dest="sub", required=True, metavar="ACTION"
+    )
+    sp = add(admins, "create", cmd_admins_create, "create an admin account for the web UI (/ui)")
+    sp.add_argument("--username", required=True)
+    group = sp.add_mutually_exclusive_group()
+    group.add_argument(
+        "--password", help="the password (visible in the process list: prefer a file)"
+    )
+    group.add_argument("--password-file", metavar="F", help="read the password from F ('-': stdin)")
+    sp.add_argument("--role", required=True, choices=["operator", "admin"])
+    sp.add_argument("--tenant", help="the tenant of an admin (tenant admin)")
+    add(admins, "list", cmd_admins_list, "list admin accounts (never their passwords)")
+    sp = add(admins, "disable", cmd_admins_disable, "disable an admin and end their sessions")
+    sp.add_argument("--username", required=True)
+    sp.add_argument("--enable", action="store_true", help="enable the account again instead")
+    users = sub.add_parser(
+        "users", help="tenant user accounts that devices are signed in as"
+    ).add_subparsers(dest="sub", required=True, metavar="ACTION")
+
+    def password_args(sp: argparse.ArgumentParser) -> None:
+        group = sp.add_mutually_exclusive_group()
+        group.add_argument(
+            "--password", help="the password (visible in the process list: prefer a file)"
+        )
+        group.add_argument(
+            "--password-file", metavar="F", help="read the password from F ('-': stdin)"
+        )
+
+    sp = add(users, "create", cmd_users_create, "create a user account (argon2id password)")
+    sp.add_argument("--tenant", required=True)
+    sp.add_argument("--username", required=True, help="unique across tenants, e.g. room-1@x.com")
+    sp.add_argument("--display-name", help="shown on the verification page")
+    password_args(sp)
+    sp = add(users, "list", cmd_users_list, "list a tenant's user accounts")
+    sp.add_argument("--tenant", required=True)
+    sp.add_argument("--json", action="store_true")
+    sp = add(users, "disable", cmd_users_disable, "disable an account and sign out its devices")
+    sp.add_argument("--tenant", required=True)
+    sp.add_argument("--username", required=True)
+    sp.add_argument("--enable", action="store_true", help="enable the account again instead")
+    sp = add(users, "reset-password", cmd_users_reset_password, "set a new password")
+    sp.add_argument("--tenant", required=True)
+    sp.add_argument("--username", required=True)
+    password_args(sp)
+    db = sub.add_parser("db", help="the SQLite store").add_subparsers(
+        dest="sub", required=True, metavar="ACTION"
+    )
+    sp = add(db, "backup", cmd_db_backup, "online, consistent copy of the store (server may run)")
+    sp.add_argument("file", help="the backup file to write (replaced atomically)")
     return p
 
 

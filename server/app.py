@@ -5,28 +5,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import ipaddress
 import logging
+import platform
 import signal
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from server import __version__
 from server.codes import CodeVault, load_or_create_key
-from server.config import ConfigError, Settings
+from server.config import ConfigError, Settings, load_settings
 from server.dhcp.pool import subnet_from_mapping
-from server.dhcp.profiles import profile_from_mapping
-from server.dhcp.responder import Mode
+from server.dhcp.probe import probe_segment
+from server.dhcp.profiles import ProfileTable, VendorProfile, profile_from_mapping
+from server.dhcp.responder import Mode, ResponderContext
 from server.dhcp.service import DhcpConfig, DhcpService
 from server.dhcp.transport import start_dhcp
 from server.discovered import DiscoveredDevices
 from server.domain import ProvisioningEndpoint
+from server.logs import setup_logging
 from server.mdns.neighbours import (
     KernelNeighbours,
     NeighbourResolver,
@@ -37,11 +43,15 @@ from server.mdns.records import build_records
 from server.mdns.service import MdnsService
 from server.mdns.transport import start_mdns
 from server.metrics import Registry as MetricsRegistry
+from server.oauth import SIGNING_KEY_NAME, CodeKeys, OAuthService, SigningKey
 from server.ratelimit import FailureLimiter, TokenBuckets
 from server.registry import Registry
+from server.store.oauth_store import OAuthStore
 from server.store.sqlite import SqliteStore
 from server.tlscert import CertInfo, ensure_self_signed, load_configured
+from server.web import admin as admin_web
 from server.web import api, provisioning
+from server.web import oauth as oauth_web
 from server.web.errors import error_middleware
 from server.web.keys import SERVICES, Services
 from server.web.routes import RouteTable, build_openapi
@@ -167,6 +177,33 @@ def _store_ctx(clock: Clock | None) -> Callable[[web.Application], AsyncIterator
     return ctx
 
 
+async def _oauth_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Remote sign-in (RFC 8628): needs the open store; makes the signing key at first start."""
+    svc = app[SERVICES]
+    s = svc.settings
+    o = s.oauth
+    registry = svc.registry
+    signing = await asyncio.to_thread(SigningKey.load_or_create, s.state_dir / SIGNING_KEY_NAME)
+    svc._oauth = OAuthService(
+        registry,
+        OAuthStore(registry.store),
+        CodeKeys(load_or_create_key(s.codes_key_file)),
+        signing,
+        public_url=svc.public_url,
+        audience=o.audience,
+        device_code_ttl=timedelta(seconds=o.device_code_ttl_s),
+        interval_s=o.interval_s,
+        access_token_ttl=timedelta(seconds=o.access_token_ttl_s),
+        refresh_token_ttl=timedelta(seconds=o.refresh_token_ttl_s),
+        metrics=svc.metrics,
+    )
+    log.info("OAuth access tokens signed with ES256 key id %s", signing.kid)
+    try:
+        yield
+    finally:
+        svc._oauth = None
+
+
 def _count_states(registry: Registry) -> dict[tuple[str, ...], float]:
     counts: dict[tuple[str, ...], float] = {}
     for v in registry.index.values():
@@ -220,6 +257,7 @@ async def _run_dhcp(app: web.Application) -> AsyncIterator[None]:
     registry = svc.registry
     server_ip = s.server_ip or _interface_ipv4(s.interface, "dhcp")
     mode = Mode(s.mode)
+    await _probe_before_full_mode(app)  # full mode: refuse beside another DHCP server
     config = DhcpConfig(
         mode=mode,
         server_ip=server_ip,
@@ -237,6 +275,7 @@ async def _run_dhcp(app: web.Application) -> AsyncIterator[None]:
         discovered=svc.discovered,
         lease_store=registry.store if mode is Mode.FULL else None,
         sightings=svc.sightings,
+        lease_db=registry.store.path if mode is Mode.FULL else None,
     )
     server = await start_dhcp(
         service, s.host, s.port, s.interface, queue_size=s.queue_size, workers=s.workers
@@ -357,11 +396,14 @@ def build_app(
         client_max_size=settings.http.max_upload_bytes,
     )
     app[SERVICES] = services
-    tables = [meta, api.routes, provisioning.routes]
+    _setup_ops(app)  # HTTP latency histogram (outermost middleware), imprint_build_info
+    tables = [meta, api.routes, provisioning.routes, oauth_web.routes, admin_web.routes]
     for t in tables:
         t.add_to(app)
     services.openapi = build_openapi(tables, title="Imprint", version=__version__)
     app.cleanup_ctx.append(_store_ctx(clock))
+    app.cleanup_ctx.append(_oauth_ctx)
+    admin_web.setup(app)  # templates, /ui/static, the UI middleware, admin sessions
     app.cleanup_ctx.append(_run_dhcp)
     app.cleanup_ctx.append(_run_mdns)
     return app
@@ -374,8 +416,13 @@ def ssl_context(cert: CertInfo) -> ssl.SSLContext:
     return ctx
 
 
-async def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> None:
-    """Run until SIGINT/SIGTERM; in-flight requests finish, then services stop in order."""
+async def serve(
+    settings: Settings, *, ready: Callable[[str], None] | None = None, dhcp_probe: bool = True
+) -> None:
+    """Run until SIGINT/SIGTERM; in-flight requests finish, then services stop in order.
+
+    SIGHUP reloads the config file (see `reload_config`); `dhcp_probe=False` skips full
+    mode's check for another DHCP server."""
     cert = resolve_certificate(settings)
     if cert is None:
         log.warning(
@@ -391,7 +438,10 @@ async def serve(settings: Settings, *, ready: Callable[[str], None] | None = Non
             cert.fingerprint_sha256,
         )
     app = build_app(settings, cert=cert)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    app[DHCP_PROBE] = dhcp_probe
+    _install_sighup(app)
+    # shutdown_timeout: how long in-flight requests may run on after SIGTERM.
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=10)
     try:
         await runner.setup()
         site = web.TCPSite(
@@ -399,7 +449,6 @@ async def serve(settings: Settings, *, ready: Callable[[str], None] | None = Non
             settings.http.host,
             settings.http.port,
             ssl_context=ssl_context(cert) if cert else None,
-            shutdown_timeout=10,
         )
         await site.start()
     except (ConfigError, ValueError, OSError) as e:
@@ -422,3 +471,199 @@ async def serve(settings: Settings, *, ready: Callable[[str], None] | None = Non
     finally:
         log.info("shutting down")
         await runner.cleanup()
+
+
+# -- operations: HTTP metrics, build info, the full-mode probe, SIGHUP reload -------------------
+
+DHCP_PROBE = web.AppKey("dhcp_probe", bool)  # False: `imprint serve --no-dhcp-probe`
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Keys SIGHUP applies to the running server; any other change is reported as needing a restart.
+RELOADABLE = frozenset(
+    {
+        "dhcp.profiles",
+        "dhcp.builtin_profiles",
+        "log.level",
+        "log.format",
+        "codes.ttl_hours",
+        "codes.max_attempts",
+        "provision.rate_per_source",
+        "provision.burst_per_source",
+        "provision.require_dhcp_match",
+    }
+)
+
+
+def _setup_ops(app: web.Application) -> None:
+    """`imprint_build_info` and the HTTP latency histogram (outermost middleware)."""
+    metrics = app[SERVICES].metrics
+    metrics.gauge(
+        "imprint_build_info", "The running Imprint version (always 1)", ("version", "python")
+    ).set(1, __version__, platform.python_version())
+    hist = metrics.histogram(
+        "imprint_http_request_duration_seconds",
+        "HTTP request handling time, by method, route template and status",
+        ("method", "route", "status"),
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    )
+
+    @web.middleware
+    async def http_metrics(request: web.Request, handler: Any) -> web.StreamResponse:
+        start = time.perf_counter()
+        status = 500
+        try:
+            resp: web.StreamResponse = await handler(request)
+            status = resp.status
+            return resp
+        except web.HTTPException as e:
+            status = e.status
+            raise
+        finally:
+            # The route's template (/api/v1/tenants/{tenant}/devices/{mac}), never the raw path:
+            # label values stay bounded and no MAC or code becomes a label.
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            method = request.method if request.method in _HTTP_METHODS else "other"
+            hist.observe(time.perf_counter() - start, method, route, str(status))
+
+    app.middlewares.insert(0, http_metrics)
+
+
+async def _probe_before_full_mode(app: web.Application) -> None:
+    """Full mode refuses to start when another DHCP server leases on the segment."""
+    s = app[SERVICES].settings.dhcp
+    if s.mode != Mode.FULL.value or not app.get(DHCP_PROBE, True):
+        return
+    if not getattr(s, "probe_other_servers", True):
+        return
+    await probe_segment(s.interface, s.host)
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def changed_keys(old: Settings, new: Settings) -> list[str]:
+    """Dotted names of the settings that differ (a list-valued key counts as one)."""
+    a, b = _flatten(old.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+async def reload_config(app: web.Application) -> list[str]:
+    """Re-read the config file and apply what can change live; returns the keys applied.
+
+    An invalid file changes nothing (the running configuration stays, the error is logged).
+    """
+    svc = app[SERVICES]
+    old = svc.settings
+    source = str(old.config_file) if old.config_file else "the environment"
+    try:
+        new = await asyncio.to_thread(load_settings, old.config_file)
+    except ConfigError as e:
+        log.error("SIGHUP: configuration not reloaded, the running one stays: %s", e)
+        return []
+    changed = changed_keys(old, new)
+    live = [k for k in changed if k in RELOADABLE]
+    restart = [k for k in changed if k not in RELOADABLE and k != "config_file"]
+    dhcp_service = svc.extra.get("dhcp")
+    table: ProfileTable | None = None
+    site_profiles: tuple[VendorProfile, ...] = ()
+    if isinstance(dhcp_service, DhcpService) and {"dhcp.profiles", "dhcp.builtin_profiles"} & set(
+        live
+    ):
+        try:  # built before anything changes: a profile that cannot render changes nothing
+            site_profiles = tuple(profile_from_mapping(p) for p in new.dhcp.profiles)
+            table = ProfileTable(
+                site_profiles,
+                dhcp_service.config.endpoint,
+                dhcp_service.config.server_ip,
+                builtins=new.dhcp.builtin_profiles,
+            )
+        except ValueError as e:
+            log.error("SIGHUP: configuration not reloaded, the running one stays: %s", e)
+            return []
+    if "log.level" in live or "log.format" in live:
+        setup_logging(new.log.level, new.log.format)
+    if isinstance(dhcp_service, DhcpService) and table is not None:
+        # One assignment each, between datagrams (the packet path runs on this loop).
+        dhcp_service.config = dataclasses.replace(
+            dhcp_service.config,
+            profiles=site_profiles,
+            builtin_profiles=new.dhcp.builtin_profiles,
+        )
+        dhcp_service.profiles = table
+        dhcp_service.ctx = _with_profiles(dhcp_service.ctx, table)
+        for warning in table.warnings:
+            log.warning("%s", warning)
+    if svc._registry is not None:
+        svc._registry.code_ttl = timedelta(hours=new.codes.ttl_hours)
+        svc._registry.max_attempts = new.codes.max_attempts
+    svc.provision_limiter.rate = new.provision.rate_per_source
+    svc.provision_limiter.burst = new.provision.burst_per_source
+    svc.settings = old.model_copy(
+        update={
+            "log": new.log,
+            "provision": new.provision,
+            "codes": old.codes.model_copy(
+                update={"ttl_hours": new.codes.ttl_hours, "max_attempts": new.codes.max_attempts}
+            ),
+            "dhcp": old.dhcp.model_copy(
+                update={
+                    "profiles": new.dhcp.profiles,
+                    "builtin_profiles": new.dhcp.builtin_profiles,
+                }
+            ),
+        }
+    )
+    log.info(
+        "SIGHUP: reloaded %s: %s",
+        source,
+        f"applied {', '.join(live)}" if live else "nothing to apply",
+        extra={"applied": live, "restart_needed": restart},
+    )
+    if restart:
+        log.warning(
+            "SIGHUP: changed in %s but only applied after a restart: %s",
+            source,
+            ", ".join(restart),
+            extra={"restart_needed": restart},
+        )
+    return live
+
+
+def _with_profiles(ctx: ResponderContext, table: ProfileTable) -> ResponderContext:
+    """`ctx` with new profiles, and fresh values for fields made by a default factory: those
+    are memos of what the old profiles rendered (e.g. the reply-options cache)."""
+    fresh = {
+        f.name: f.default_factory()
+        for f in dataclasses.fields(ctx)
+        if f.init and f.default_factory is not dataclasses.MISSING
+    }
+    return dataclasses.replace(ctx, profiles=table, **fresh)
+
+
+def _install_sighup(app: web.Application) -> None:
+    """SIGHUP reloads the config (one reload at a time; a second SIGHUP waits its turn)."""
+    loop = asyncio.get_running_loop()
+    lock = asyncio.Lock()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def run() -> None:
+        async with lock:
+            try:
+                await reload_config(app)
+            except Exception:
+                log.exception("SIGHUP: reload failed; the running configuration stays")
+
+    def on_hup() -> None:
+        task = loop.create_task(run(), name="sighup-reload")
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)

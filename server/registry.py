@@ -29,6 +29,7 @@ from server.domain import (
     validate_tenant_id,
 )
 from server.store.base import Conflict, Invalid, NotFound
+from server.store.oauth_store import revoke_device_tokens
 from server.store.sqlite import AuditRow, SqliteStore, TokenRow, Tx
 
 Role = Literal["operator", "admin"]
@@ -335,6 +336,7 @@ class Registry:
     async def delete_device(self, who: Principal, tenant_id: str, mac: str) -> None:
         before = await self.get_device(who, tenant_id, mac)
         async with self._transaction(self.now()) as tx:
+            await revoke_device_tokens(tx, before.mac)
             await tx.execute(
                 "DELETE FROM devices WHERE mac = ? AND tenant_id = ?", (before.mac, tenant_id)
             )
@@ -695,6 +697,7 @@ class Registry:
                 (DeviceState.AWAITING_ACTIVATION, now, before.mac, tenant_id),
             )
             await tx.execute("DELETE FROM codes WHERE mac = ?", (before.mac,))
+            await revoke_device_tokens(tx, before.mac)  # its sign-in ends with its credential
             await tx.mark_changed([before.mac])
             await tx.audit(
                 who.actor,

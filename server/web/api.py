@@ -17,6 +17,7 @@ from server import __version__
 from server.csvio import TEMPLATE, CsvError, parse_upload, write_export
 from server.domain import Device, DeviceState, Tenant
 from server.registry import Principal, Registry, iso
+from server.store.base import Invalid
 from server.web.errors import ApiError
 from server.web.keys import SERVICES
 from server.web.routes import Param, RouteTable
@@ -370,12 +371,26 @@ async def import_devices(request: web.Request) -> web.Response:
     try:
         rows = await asyncio.to_thread(parse_upload, data)
     except CsvError as e:
+        _count_import_rows(request, "invalid", len({r.row for r in e.errors}))
         raise ApiError(422, "invalid_csv", str(e), [r.as_dict() for r in e.errors]) from None
-    created = await reg(request).import_devices(principal, tenant, rows, dry_run=dry_run)
+    try:
+        created = await reg(request).import_devices(principal, tenant, rows, dry_run=dry_run)
+    except Invalid as e:
+        _count_import_rows(request, "invalid", len(e.details))
+        raise
+    _count_import_rows(request, "dry_run" if dry_run else "imported", len(rows))
     return web.json_response(
         {"dry_run": dry_run, "rows": len(rows), "created": 0 if dry_run else created},
         status=200 if dry_run else 201,
     )
+
+
+def _count_import_rows(request: web.Request, result: str, rows: int) -> None:
+    request.app[SERVICES].metrics.counter(
+        "imprint_import_rows_total",
+        "CSV import rows: imported, checked by a dry run, or invalid (the upload was refused)",
+        ("result",),
+    ).inc(result, amount=rows)
 
 
 @routes.route(

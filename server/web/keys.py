@@ -11,9 +11,11 @@ from typing import Any
 
 from aiohttp import web
 
+from server.admin_auth import AdminAuth
 from server.config import Settings
 from server.discovered import DiscoveredDevices
 from server.metrics import Registry as MetricsRegistry
+from server.oauth import OAuthService
 from server.ratelimit import FailureLimiter, TokenBuckets
 from server.registry import Registry
 from server.sightings import Sightings
@@ -36,6 +38,8 @@ class Services:
     provision_limiter: TokenBuckets = field(default_factory=lambda: TokenBuckets(2.0, 10))
     provision_failures: FailureLimiter = field(default_factory=lambda: FailureLimiter(0.1, 10))
     _registry: Registry | None = None
+    _oauth: OAuthService | None = None
+    admin: AdminAuth | None = None  # admin UI accounts and sessions; set once the store is open
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -43,6 +47,13 @@ class Services:
         if self._registry is None:
             raise NotReady("the store is not open")
         return self._registry
+
+    @property
+    def oauth(self) -> OAuthService:
+        """Remote sign-in (RFC 8628) and tenant user accounts; set once the store is open."""
+        if self._oauth is None:
+            raise NotReady("the store is not open")
+        return self._oauth
 
     @property
     def ready(self) -> bool:
