@@ -533,7 +533,7 @@ async def _probe_before_full_mode(app: web.Application) -> None:
     s = app[SERVICES].settings.dhcp
     if s.mode != Mode.FULL.value or not app.get(DHCP_PROBE, True):
         return
-    if not getattr(s, "probe_other_servers", True):
+    if not s.probe_other_servers:
         return
     await probe_segment(s.interface, s.host)
 

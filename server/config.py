@@ -113,6 +113,10 @@ class DhcpSettings(_Section):
     server_port: int = Field(default=67, ge=1, le=65535, description="lab knob: relays' port")
     builtin_profiles: bool = Field(default=True, description="use the built-in vendor profiles")
     discovered_max: int = Field(default=10_000, ge=1, description="unregistered MACs remembered")
+    probe_other_servers: bool = Field(
+        default=True,
+        description="full mode: refuse to start if another DHCP server answers on the interface",
+    )
     subnets: list[DhcpSubnet] = Field(default_factory=list)
     profiles: list[dict[str, Any]] = Field(default_factory=list)
 
