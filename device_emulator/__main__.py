@@ -3,8 +3,8 @@
 Subcommands: `dhcp` and `mdns` ask once and print the answer; `run` boots one device through
 discovery, code entry and provisioning; `fleet` runs many devices from an exported CSV.
 
-Exit codes: 0 provisioning information received (`run`: the device shows its sign-in screen;
-`fleet`: every device did); 2 no answer in time, an answer without provisioning information, or
+Exit codes: 0 provisioning information received (`run`: the device shows its sign-in screen, or
+with `--sign-in` "Signed in as <user>"; `fleet`: every device did); 2 no answer in time, an answer without provisioning information, or
 (`run`/`fleet`) provisioning failed; 1 usage or environment error (bad flag, no such interface,
 no permission for a raw socket).
 """
@@ -29,6 +29,7 @@ from device_emulator.device import (
     Event,
     HttpOptions,
     PinPolicy,
+    SignInOptions,
     State,
     dhcp_discoverer,
     fixed_code,
@@ -170,6 +171,33 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--code",
         help="verification code (default: typed at a prompt; stdin must be a terminal)",
+    )
+    # Sign-in is opt-in: without it `run` stops at the sign-in screen as it always has, so
+    # scripts and the fleet that only provision are not left polling for a user.
+    run.add_argument(
+        "--sign-in",
+        action="store_true",
+        help="after provisioning, start the RFC 8628 device sign-in: show the user code and "
+        "URL, poll, and show 'Signed in as <user>' (exit 0 then)",
+    )
+    run.add_argument(
+        "--stay",
+        action="store_true",
+        help="implies --sign-in: once signed in keep running, refresh the token every "
+        "--refresh-every seconds, and after a remote sign-out show the sign-in page with a new "
+        "code; stops at --time-limit",
+    )
+    run.add_argument(
+        "--refresh-every",
+        type=_positive,
+        default=30.0,
+        help="with --stay: seconds between token refreshes, i.e. how soon a sign-out shows (30)",
+    )
+    run.add_argument(
+        "--time-limit",
+        type=_positive,
+        default=600.0,
+        help="with --sign-in: stop after this many seconds from power-on (600)",
     )
     _device_arguments(run)
 
@@ -420,6 +448,12 @@ def _ciaddr(args: argparse.Namespace) -> str | None:
     return ciaddr
 
 
+def _print_json_event(machine: DeviceMachine, event: Event) -> None:
+    """One JSON line per state change, flushed, so a caller can follow the device live."""
+    line = {**event.as_dict(), "screen": machine.screen(), "sign_in": machine.sign_in_view()}
+    print(json.dumps(line), flush=True)
+
+
 def _print_event(machine: DeviceMachine, event: Event) -> None:
     start = machine.events[0].at
     print(f"[{event.at - start:8.3f} s] {event.state.value}: {event.detail}")
@@ -480,6 +514,11 @@ async def run_device(args: argparse.Namespace) -> DeviceMachine:
     mac = args.mac or (interface_mac(args.iface) if args.iface else None)
     if mac is None:
         raise UsageError("--mac is required without --iface")
+    sign_in = None
+    if args.sign_in or args.stay:
+        sign_in = SignInOptions(
+            stay=args.stay, refresh_every=args.refresh_every, time_limit=args.time_limit
+        )
     try:
         mac = mac_to_text(mac_to_bytes(mac))
         request_options = requested_options_from_text(args.request_options)
@@ -525,7 +564,8 @@ async def run_device(args: argparse.Namespace) -> DeviceMachine:
         parallel_discovery=args.parallel,
         pin_policy=PinPolicy(override=args.pin, insecure_no_pin=args.insecure_no_pin),
         http=HttpOptions(timeout=args.http_timeout),
-        listener=None if args.json else _print_event,
+        listener=(_print_json_event if sign_in else None) if args.json else _print_event,
+        sign_in=sign_in,
     )
     try:
         return await device.run()
@@ -657,13 +697,21 @@ def _main_device(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    signing_in = args.sign_in or args.stay
     if args.json:
-        print(json.dumps(machine.as_dict(), indent=2))
-    if machine.state is State.SIGN_IN_SCREEN:
+        # With sign-in the events were JSON lines: the story is one more line, not a block.
+        print(json.dumps(machine.as_dict(), indent=None if signing_in else 2), flush=True)
+    if machine.state is (State.SIGNED_IN if signing_in else State.SIGN_IN_SCREEN):
         return EXIT_OK
+    problem = machine.sign_in_problem
+    if signing_in and machine.failure is None:
+        why = problem.message if problem is not None else "nobody approved it in time"
+        print(f"imprint-device: not signed in: {why}", file=sys.stderr)
+        return EXIT_NO_ANSWER
     failure = machine.failure
     if failure is not None:
-        print(f"imprint-device: provisioning failed: {failure.message}", file=sys.stderr)
+        what = "sign-in" if machine.entered(State.SIGNING_IN) is not None else "provisioning"
+        print(f"imprint-device: {what} failed: {failure.message}", file=sys.stderr)
     return EXIT_NO_ANSWER
 
 

@@ -5,13 +5,21 @@
                   '----------------'---------------'--> FAILED  '--'  '-> CODE_ENTRY (interactive,
                                                                (429 retry)  wrong or malformed code)
 
+    Remote sign-in (RFC 8628), when the driver is asked for it:
+
+    SIGN_IN_SCREEN -> SIGNING_IN -> POLLING -> SIGNED_IN
+          ^  |  ^         |           |  ^        |
+          '--'  '---------'-----------'  '--'     '-> SIGN_IN_SCREEN (signed out: invalid_grant)
+      (server   (declined or expired:  (slow_down)    any of the three -> FAILED (client refused)
+      unreachable) a new code)
+
 `DeviceMachine` is the pure core: every transition takes `now` from the caller, records an
 `Event`, and `screen()` renders what the device shows. `Device` is the driver that does the I/O
 (discovery, the code prompt, the HTTPS POST) and feeds the results to the machine.
 
-After SIGN_IN_SCREEN the device holds its OAuth client credentials (`DeviceMachine.credentials`)
-for the RFC 8628 device authorization step that follows; that step adds its states after
-SIGN_IN_SCREEN in `TRANSITIONS`. Imports nothing from server/.
+After SIGN_IN_SCREEN the device holds its OAuth client credentials (`DeviceMachine.credentials`);
+`Device.sign_in` then runs the RFC 8628 device flow (logic in `device_emulator.signin`). A machine
+made without `sign_in=True` treats SIGN_IN_SCREEN as its last state. Imports nothing from server/.
 """
 
 from __future__ import annotations
@@ -44,6 +52,17 @@ from device_emulator.https_client import (
 from device_emulator.mdns_client import MdnsTransport, query_service
 from device_emulator.mdns_codec import DEFAULT_SERVICE
 from device_emulator.provisioning import NoAnswer, ProvisioningInfo, normalize_fingerprint
+from device_emulator.signin import (
+    DeviceAuthorization,
+    OAuthClient,
+    OAuthFailure,
+    PollSchedule,
+    PollStep,
+    RefreshStep,
+    SignInError,
+    Tokens,
+    refresh_step,
+)
 
 __all__ = [
     "Credentials",
@@ -53,6 +72,7 @@ __all__ = [
     "Event",
     "Failure",
     "PinPolicy",
+    "SignInOptions",
     "State",
     "dhcp_discoverer",
     "discover_first",
@@ -70,11 +90,16 @@ class State(StrEnum):
     CODE_ENTRY = "CODE_ENTRY"
     PROVISIONING = "PROVISIONING"
     SIGN_IN_SCREEN = "SIGN_IN_SCREEN"
+    SIGNING_IN = "SIGNING_IN"
+    POLLING = "POLLING"
+    SIGNED_IN = "SIGNED_IN"
     FAILED = "FAILED"
 
 
 # The only legal moves. PROVISIONING -> PROVISIONING is a retry after 429 Retry-After.
-# SIGN_IN_SCREEN has no successor yet: RFC 8628 device authorization is the next step.
+# SIGN_IN_SCREEN -> SIGN_IN_SCREEN: the device authorization request failed, shown and retried
+# (the device is provisioned; only the admin can take that away, so it never shows FAILED).
+# POLLING -> POLLING is slow_down (RFC 8628 §3.5).
 TRANSITIONS: Mapping[State, frozenset[State]] = {
     State.BOOT: frozenset({State.DISCOVER, State.FAILED}),
     State.DISCOVER: frozenset({State.PROVISION_SCREEN, State.FAILED}),
@@ -83,7 +108,12 @@ TRANSITIONS: Mapping[State, frozenset[State]] = {
     State.PROVISIONING: frozenset(
         {State.SIGN_IN_SCREEN, State.CODE_ENTRY, State.PROVISIONING, State.FAILED}
     ),
-    State.SIGN_IN_SCREEN: frozenset(),
+    State.SIGN_IN_SCREEN: frozenset({State.SIGNING_IN, State.SIGN_IN_SCREEN}),
+    State.SIGNING_IN: frozenset(
+        {State.POLLING, State.SIGNED_IN, State.SIGN_IN_SCREEN, State.FAILED}
+    ),
+    State.POLLING: frozenset({State.POLLING, State.SIGNED_IN, State.SIGN_IN_SCREEN, State.FAILED}),
+    State.SIGNED_IN: frozenset({State.SIGN_IN_SCREEN, State.FAILED}),
     State.FAILED: frozenset(),
 }
 
@@ -249,8 +279,10 @@ class DeviceMachine:
         pin_policy: PinPolicy | None = None,
         rate_limit_retries: int = 3,
         max_retry_after: float = 30.0,
+        sign_in: bool = False,
     ) -> None:
         self.mac = mac
+        self.sign_in = sign_in  # go on past SIGN_IN_SCREEN with the RFC 8628 device flow
         self.interactive = interactive
         self.pin_policy = pin_policy or PinPolicy()
         self.rate_limit_retries = rate_limit_retries
@@ -267,6 +299,12 @@ class DeviceMachine:
         self.code_attempts = 0
         self.retries = 0
         self.retry_after = 0.0
+        self.authorization: DeviceAuthorization | None = None  # the code shown now
+        self.poll_interval = 0.0
+        self.user: str | None = None  # who is signed in (the access token's `sub`)
+        self.notice: str | None = None  # why the sign-in screen is back (declined, signed out)
+        self.sign_in_problem: Failure | None = None  # why no code could be had (still retried)
+        self.sign_ins = 0  # device authorizations obtained
 
     # --- transitions ------------------------------------------------------------------------
 
@@ -398,6 +436,50 @@ class DeviceMachine:
             return self._move(State.CODE_ENTRY, now, f"{failure.error}{left}: type it again")
         return self._fail(failure, now)
 
+    def sign_in_unavailable(self, failure: Failure, now: float) -> Event:
+        """SIGN_IN_SCREEN -> SIGN_IN_SCREEN: no device authorization could be had (shown)."""
+        self.sign_in_problem = failure
+        return self._move(State.SIGN_IN_SCREEN, now, f"{failure.error}: {failure.message}")
+
+    def sign_in_started(self, authorization: DeviceAuthorization, now: float) -> Event:
+        """SIGN_IN_SCREEN -> SIGNING_IN: show the user code and where to enter it."""
+        self.authorization = authorization
+        self.poll_interval = authorization.interval
+        self.sign_in_problem = None
+        self.notice = None
+        self.user = None
+        self.sign_ins += 1
+        return self._move(
+            State.SIGNING_IN,
+            now,
+            f"user code {authorization.user_code} at {authorization.verification_uri} "
+            f"(expires in {authorization.expires_in:g} s, poll every {authorization.interval:g} s)",
+        )
+
+    def polling(self, interval: float, now: float, slow_down: bool = False) -> Event:
+        """SIGNING_IN -> POLLING (the first answer was authorization_pending), or
+        POLLING -> POLLING on slow_down with the grown interval."""
+        self.poll_interval = interval
+        detail = (
+            f"slow_down: polling every {interval:g} s from now on (RFC 8628 §3.5)"
+            if slow_down
+            else f"authorization_pending: polling every {interval:g} s"
+        )
+        return self._move(State.POLLING, now, detail)
+
+    def signed_in(self, user: str, now: float) -> Event:
+        """SIGNING_IN/POLLING -> SIGNED_IN as `user`."""
+        self.user = user
+        self.notice = None
+        return self._move(State.SIGNED_IN, now, f"signed in as {user}")
+
+    def back_to_sign_in(self, reason: str, notice: str, now: float) -> Event:
+        """SIGNING_IN/POLLING/SIGNED_IN -> SIGN_IN_SCREEN: declined, expired or signed out."""
+        self.notice = notice
+        self.user = None
+        self.authorization = None
+        return self._move(State.SIGN_IN_SCREEN, now, f"{reason}: {notice}")
+
     def fail(self, failure: Failure, now: float) -> Event:
         """Any state -> FAILED for a local reason (pin mismatch, network error, ...)."""
         return self._fail(failure, now)
@@ -414,7 +496,10 @@ class DeviceMachine:
 
     @property
     def finished(self) -> bool:
-        """True in a state the driver has nothing more to do in."""
+        """True in a state the driver has nothing more to do in (without sign-in, the sign-in
+        screen is the last)."""
+        if self.state is State.SIGN_IN_SCREEN and not self.sign_in:
+            return True
         return not TRANSITIONS[self.state]
 
     def entered(self, state: State) -> float | None:
@@ -461,14 +546,51 @@ class DeviceMachine:
             creds = self.credentials
             assert creds is not None
             lines = [f"Sign in to {creds.tenant_name}", f"Device {creds.device_id}"]
+            if self.notice:
+                lines.append(self.notice)
+            if self.sign_in_problem is not None:
+                lines.append(f"Cannot start sign-in: {self.sign_in_problem.message}")
+            elif self.sign_in:
+                lines.append("Getting a sign-in code...")
+        elif self.state in (State.SIGNING_IN, State.POLLING):
+            creds, auth = self.credentials, self.authorization
+            assert creds is not None and auth is not None
+            lines = [
+                f"Sign in to {creds.tenant_name}",
+                "On a phone or computer, go to",
+                auth.verification_uri,
+                "and enter the code",
+                auth.user_code,
+            ]
+            if self.state is State.POLLING:
+                lines.append(f"Waiting for approval (checking every {self.poll_interval:g} s)")
+        elif self.state is State.SIGNED_IN:
+            creds = self.credentials
+            assert creds is not None
+            lines = [f"Signed in as {self.user}", creds.tenant_name]
         else:
             failure = self.failure
             assert failure is not None
-            lines = ["Provisioning failed", failure.message, f"({failure.error})"]
+            title = "Sign-in failed" if self.entered(State.SIGNING_IN) else "Provisioning failed"
+            lines = [title, failure.message, f"({failure.error})"]
         lines = [part for line in lines for part in textwrap.wrap(line, SCREEN_WIDTH) or [""]]
         width = max(len(line) for line in lines) + 2
         border = "+" + "-" * width + "+"
         return "\n".join([border, *(f"| {line.ljust(width - 2)} |" for line in lines), border])
+
+    def sign_in_view(self) -> dict[str, Any]:
+        """The sign-in part of the story: the code shown, the user, the notice (no secrets)."""
+        auth = self.authorization
+        return {
+            "user_code": None if auth is None else auth.user_code,
+            "verification_uri": None if auth is None else auth.verification_uri,
+            "verification_uri_complete": None if auth is None else auth.verification_uri_complete,
+            "interval": self.poll_interval or None,
+            "user": self.user,
+            "notice": self.notice,
+            "problem": None if self.sign_in_problem is None else self.sign_in_problem.as_dict(),
+            "sign_ins": self.sign_ins,
+        }
 
     def _source(self) -> str:
         return self.info.source.upper() if self.info else "?"
@@ -485,6 +607,7 @@ class DeviceMachine:
             "credentials": None if self.credentials is None else self.credentials.as_dict(),
             "code_attempts": self.code_attempts,
             "time_to_provision": self.time_to_provision,
+            "sign_in": self.sign_in_view(),
             "events": [e.as_dict() for e in self.events],
         }
 
@@ -668,6 +791,18 @@ class HttpOptions:
     keep_alive: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class SignInOptions:
+    """How the device signs in after provisioning (RFC 8628) and how long it keeps at it."""
+
+    stay: bool = False  # after signing in, keep refreshing and follow a remote sign-out
+    refresh_every: float = 30.0  # seconds between refreshes while signed in (with `stay`)
+    time_limit: float = 600.0  # seconds from power-on after which the driver stops
+    notice_pause: float = 1.0  # how long "Sign-in was declined" & co. show before a new code
+    scope: str | None = None
+    max_sign_ins: int = 100  # new device authorizations at most (bounded even if misused)
+
+
 Listener = Callable[[DeviceMachine, Event], None]
 
 
@@ -688,13 +823,16 @@ class Device:
         listener: Listener | None = None,
         rate_limit_retries: int = 3,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sign_in: SignInOptions | None = None,
     ) -> None:
         self.machine = DeviceMachine(
             mac,
             interactive=interactive,
             pin_policy=pin_policy,
             rate_limit_retries=rate_limit_retries,
+            sign_in=sign_in is not None,
         )
+        self.sign_in_options = sign_in
         self.discoverers = tuple(discoverers)
         self.codes = codes
         self.parallel_discovery = parallel_discovery
@@ -712,9 +850,19 @@ class Device:
             self._listener(self.machine, event)
 
     async def run(self) -> DeviceMachine:
-        """Power on and run until SIGN_IN_SCREEN or FAILED; return the machine."""
+        """Power on and run until SIGN_IN_SCREEN or FAILED (with sign-in: until SIGNED_IN, or
+        with `stay` until the time limit); return the machine."""
         m = self.machine
-        self._emit(m.power_on(self._now()))
+        started = self._now()
+        self._emit(m.power_on(started))
+        await self._provision()
+        options = self.sign_in_options
+        if options is not None and m.is_in(State.SIGN_IN_SCREEN):
+            await self.sign_in(options, until=started + options.time_limit)
+        return m
+
+    async def _provision(self) -> DeviceMachine:
+        m = self.machine
         self._emit(m.start_discovery([name for name, _ in self.discoverers], self._now()))
         try:
             info = await discover_first(self.discoverers, parallel=self.parallel_discovery)
@@ -770,6 +918,125 @@ class Device:
                 with contextlib.suppress(Exception):
                     await connection.close()
         return m
+
+    async def _wait_until(self, when: float, until: float) -> None:
+        delay = min(when, until) - self._now()
+        if delay > 0:
+            await self._sleep(delay)
+
+    async def sign_in(self, options: SignInOptions, *, until: float) -> DeviceMachine:
+        """From SIGN_IN_SCREEN: RFC 8628 device flow, then (with `stay`) refresh until `until`,
+        going back to the sign-in screen and a new code on denial, expiry or remote sign-out."""
+        m = self.machine
+        creds = m.credentials
+        assert creds is not None and m.is_in(State.SIGN_IN_SCREEN)
+        client = OAuthClient(
+            creds.authorization_server,
+            creds.client_id,
+            creds.client_secret,
+            pin=m.pin,
+            allow_unpinned=m.pin_policy.insecure_no_pin,
+            context=self.http.context,
+            local_address=self.http.local_address,
+            time_limit=self.http.timeout,
+        )
+        backoff = 0.0
+        schedule: PollSchedule | None = None
+        refresh_token: str | None = None
+        while self._now() < until:
+            if m.is_in(State.SIGN_IN_SCREEN):
+                if m.sign_ins >= options.max_sign_ins:
+                    break
+                try:
+                    answer = await client.start(options.scope)
+                except HttpError as exc:
+                    answer = OAuthFailure("unreachable", str(exc))  # status None: retried
+                except SignInError as exc:  # the server's metadata is unusable: not retried
+                    answer = OAuthFailure("bad_metadata", str(exc), 0)
+                if isinstance(answer, DeviceAuthorization):
+                    backoff = 0.0
+                    schedule = PollSchedule.start(answer, self._now())
+                    self._emit(m.sign_in_started(answer, self._now()))
+                    continue
+                failure = Failure(answer.error, answer.description or answer.error, answer.status)
+                self._emit(m.sign_in_unavailable(failure, self._now()))
+                if answer.status is not None and answer.status < 500:
+                    break  # refused (e.g. invalid_client: reset): asking again will not help
+                backoff = min(60.0, backoff * 2 if backoff else 1.0)
+                await self._wait_until(self._now() + backoff, until)
+            elif m.is_in(State.SIGNING_IN) or m.is_in(State.POLLING):
+                assert schedule is not None and m.authorization is not None
+                await self._wait_until(schedule.next_at, until)
+                now = self._now()
+                if now >= until:
+                    break
+                if schedule.expired(now):
+                    self._emit(m.back_to_sign_in("expired", "The sign-in code expired.", now))
+                    continue
+                try:
+                    polled = await client.poll(m.authorization.device_code)
+                    step = schedule.on_answer(polled, now)
+                except (HttpError, SignInError):
+                    polled, step = None, schedule.on_network_error(now)
+                if step is PollStep.SIGNED_IN:
+                    assert isinstance(polled, Tokens)
+                    refresh_token = polled.refresh_token
+                    self._emit(m.signed_in(polled.subject or "(unknown user)", self._now()))
+                    if not options.stay:
+                        break
+                elif step is PollStep.PENDING and m.is_in(State.SIGNING_IN):
+                    self._emit(m.polling(schedule.interval, self._now()))
+                elif step is PollStep.SLOW_DOWN:
+                    self._emit(m.polling(schedule.interval, self._now(), slow_down=True))
+                elif step in (PollStep.DENIED, PollStep.EXPIRED):
+                    notice = (
+                        "Sign-in was declined."
+                        if step is PollStep.DENIED
+                        else "The sign-in code expired."
+                    )
+                    assert isinstance(polled, OAuthFailure)
+                    self._emit(m.back_to_sign_in(polled.error, notice, self._now()))
+                    await self._wait_until(self._now() + options.notice_pause, until)
+                elif step is PollStep.FAILED:
+                    assert isinstance(polled, OAuthFailure)
+                    self._emit(m.fail(self._oauth_failure(polled), self._now()))
+                    break
+            elif m.is_in(State.SIGNED_IN):
+                await self._wait_until(self._now() + options.refresh_every, until)
+                if self._now() >= until:
+                    break
+                if refresh_token is None:
+                    continue  # no refresh token: nothing to check a sign-out with
+                try:
+                    refreshed: Tokens | OAuthFailure = await client.refresh(refresh_token)
+                except (HttpError, SignInError) as exc:
+                    refreshed = OAuthFailure("unreachable", str(exc))
+                what = refresh_step(refreshed)
+                if what is RefreshStep.KEEP:
+                    assert isinstance(refreshed, Tokens)
+                    # Rotated on every use: the old one is spent (RFC 9700 §4.14.2).
+                    refresh_token = refreshed.refresh_token or refresh_token
+                elif what is RefreshStep.SIGNED_OUT:
+                    refresh_token = None
+                    self._emit(m.back_to_sign_in("invalid_grant", "Signed out.", self._now()))
+                    await self._wait_until(self._now() + options.notice_pause, until)
+                elif what is RefreshStep.FAILED:
+                    assert isinstance(refreshed, OAuthFailure)
+                    self._emit(m.fail(self._oauth_failure(refreshed), self._now()))
+                    break
+            else:
+                break
+        return m
+
+    @staticmethod
+    def _oauth_failure(answer: OAuthFailure) -> Failure:
+        message = answer.description or answer.error
+        if answer.error == "invalid_client":
+            message = (
+                "the server no longer accepts this device (reset or deleted): provision it "
+                f"again with a new verification code ({message})"
+            )
+        return Failure(answer.error, message, answer.status)
 
 
 def fixed_code(code: str | None) -> CodeSource:
