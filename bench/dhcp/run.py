@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """DHCP benchmark: Imprint against Kea on the same veth topology, at rising rates, in one run.
 
-For each server and each test it starts the server in the server namespace, then drives it from
-a client namespace at each rate for a bounded time:
+Each server gets its own copy of the topology (server and client namespaces on a bridge). For
+each test both servers are started, then driven from their client namespace at each rate for a
+bounded time, the two servers' steps alternating so that both see the same background load:
 
 * `dora`: Kea's perfdhcp, 4-way DISCOVER/OFFER/REQUEST/ACK exchanges, each exchange's MAC drawn
   from the same list of client MACs that the server has registered (Kea: host reservations;
@@ -464,7 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--servers", default="kea,imprint", help="comma list of: kea, imprint")
     ap.add_argument("--tests", default="dora,inform", help="comma list of: dora, proxy, inform")
     ap.add_argument(
-        "--rates", default="500,1000,2000,4000,8000,16000,24000,32000", help="per second"
+        "--rates",
+        default="500,1000,2000,4000,8000,16000,24000,32000,48000,64000",
+        help="per second",
     )
     ap.add_argument("--seconds", type=int, default=5, help="length of each step")
     ap.add_argument("--clients", type=int, default=1000, help="registered client MACs")

@@ -104,22 +104,30 @@ class _GroupCommit:
         self._writer = writer
         self._log = log or logging.getLogger("imprint.dhcp")
         self._pending: list[Lease] = []
-        self._waiters: list[asyncio.Future[None]] = []
+        self._callers = 0  # submissions in the batch being gathered
+        self._batch: asyncio.Future[None] | None = None  # completes when that batch is stored
         self._task: asyncio.Task[None] | None = None
         self._checkpoint: asyncio.Task[None] | None = None
 
     def submit(self, changes: Sequence[Lease]) -> asyncio.Future[None]:
-        """A future that completes once `changes` are stored (or with what the store raised)."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """A future that completes once `changes` are stored (or with what the store raised).
+
+        Every submission of one batch gets the same future: one completion wakes them all.
+        """
         self._pending.extend(changes)
-        self._waiters.append(fut)
+        self._callers += 1
+        fut = self._batch
+        if fut is None:
+            fut = self._batch = asyncio.get_running_loop().create_future()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
         return fut
 
     async def commit(self, changes: Sequence[Lease]) -> None:
         """Return once `changes` are stored; raise what the store raised otherwise."""
-        await self.submit(changes)
+        # Shielded: the future is the whole batch's, so cancelling this caller must not
+        # cancel it for the others.
+        await asyncio.shield(self.submit(changes))
 
     async def drain(self) -> None:
         """Wait until every change submitted so far has been saved or has failed."""
@@ -146,22 +154,20 @@ class _GroupCommit:
             self._log.exception("lease database checkpoint failed")
 
     async def _run(self) -> None:
-        while self._waiters:
-            batch, waiters = self._pending, self._waiters
-            self._pending, self._waiters = [], []
+        while self._batch is not None:
+            batch, fut, callers = self._pending, self._batch, self._callers
+            self._pending, self._batch, self._callers = [], None, 0
             latest = {lease.ip: lease for lease in batch}  # later changes to one address win
             path = "failed"
             try:
                 path = await self._save(list(latest.values()))
-            except Exception as exc:  # the store's failure is every waiter's failure
-                for w in waiters:
-                    if not w.done():
-                        w.set_exception(exc)
+            except Exception as exc:  # the store's failure is every caller's failure
+                if not fut.done():
+                    fut.set_exception(exc)
             else:
-                for w in waiters:
-                    if not w.done():
-                        w.set_result(None)
-            self._on_batch(len(waiters), path)
+                if not fut.done():
+                    fut.set_result(None)
+            self._on_batch(callers, path)
 
 
 class PendingReply:

@@ -80,6 +80,7 @@ class DhcpServer:
         self._max_held = queue_size + workers
         self._held = 0
         self._by_client: dict[bytes, deque[_Held]] = {}
+        self._by_batch: dict[asyncio.Future[None], list[bytes]] = {}
         self._unsent: deque[Outgoing] = deque()
         self._expire_interval = expire_interval
         self._sock: socket.socket | None = None
@@ -150,7 +151,13 @@ class DhcpServer:
             else:
                 line.append(entry)
             self._held += 1
-            result.stored.add_done_callback(lambda _f: self._release(key))
+            # One callback per commit batch, not per reply: the batch's future is shared.
+            keys = self._by_batch.get(result.stored)
+            if keys is None:
+                self._by_batch[result.stored] = [key]
+                result.stored.add_done_callback(self._stored)
+            else:
+                keys.append(key)
         elif line is not None:
             if result:
                 # Keep this client's replies in order: wait behind its pending commit.
@@ -159,6 +166,10 @@ class DhcpServer:
         else:
             for out in result:
                 self._send(out)
+
+    def _stored(self, batch: asyncio.Future[None]) -> None:
+        for key in self._by_batch.pop(batch, ()):
+            self._release(key)
 
     def _release(self, key: bytes) -> None:
         """Send the replies at the head of `key`'s line whose commits are done."""
@@ -254,6 +265,7 @@ class DhcpServer:
             sock.close()
         self._unsent.clear()
         self._by_client.clear()  # their commits still complete; the replies are not sent
+        self._by_batch.clear()
         self._held = 0
         with contextlib.suppress(Exception):
             await self.service.close()
