@@ -108,12 +108,13 @@ async def provision(request: web.Request) -> web.Response:
         )
     except Invalid as e:  # a typo, not a guess: not counted as an attempt
         raise ApiError(400, "bad_request", str(e), e.details) from e
+    attempts = svc.metrics.counter(
+        "imprint_code_attempts_total", "Verification code entries by result", ("result",)
+    )
     if result.error is not None:
         if result.error in ("wrong_code", "locked"):
             svc.provision_failures.record(source, now)
-        svc.metrics.counter(
-            "imprint_code_attempts_total", "Verification code entries by result", ("result",)
-        ).inc(result.error)
+        attempts.inc(result.error)
         log.info(
             "provisioning refused: mac=%s source=%s reason=%s",
             result.mac,
@@ -131,9 +132,7 @@ async def provision(request: web.Request) -> web.Response:
         return web.json_response(
             payload, status=STATUS[result.error], headers={"Cache-Control": "no-store"}
         )
-    svc.metrics.counter(
-        "imprint_code_attempts_total", "Verification code entries by result", ("result",)
-    ).inc("success")
+    attempts.inc("success")
     if result.warning:
         log.warning("provisioned %s with a warning: %s", result.mac, result.warning)
     assert result.tenant is not None and result.device_id is not None
