@@ -22,17 +22,19 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from server import __version__
-from server.codes import CodeVault, load_or_create_key
+from server.admin import ui as admin_web
+from server.api import http as api
 from server.config import ConfigError, Settings, load_settings
+from server.core.logs import setup_logging
+from server.core.metrics import Registry as MetricsRegistry
+from server.core.ratelimit import FailureLimiter, TokenBuckets
+from server.core.tls import CertInfo, ensure_self_signed, load_configured
 from server.dhcp.pool import subnet_from_mapping
 from server.dhcp.probe import probe_segment
 from server.dhcp.profiles import ProfileTable, VendorProfile, profile_from_mapping
 from server.dhcp.responder import Mode, ResponderContext
 from server.dhcp.service import DhcpConfig, DhcpService
 from server.dhcp.transport import start_dhcp
-from server.discovered import DiscoveredDevices
-from server.domain import ProvisioningEndpoint
-from server.logs import setup_logging
 from server.mdns.neighbours import (
     KernelNeighbours,
     NeighbourResolver,
@@ -42,16 +44,15 @@ from server.mdns.neighbours import (
 from server.mdns.records import build_records
 from server.mdns.service import MdnsService
 from server.mdns.transport import start_mdns
-from server.metrics import Registry as MetricsRegistry
-from server.oauth import SIGNING_KEY_NAME, CodeKeys, OAuthService, SigningKey
-from server.ratelimit import FailureLimiter, TokenBuckets
-from server.registry import Registry
-from server.store.oauth_store import OAuthStore
+from server.oauth import http as oauth_web
+from server.oauth.service import SIGNING_KEY_NAME, CodeKeys, OAuthService, SigningKey
+from server.oauth.store import OAuthStore
+from server.provisioning import http as provisioning
+from server.provisioning.codes import CodeVault, load_or_create_key
+from server.registry.discovered import DiscoveredDevices
+from server.registry.model import ProvisioningEndpoint
+from server.registry.service import Registry
 from server.store.sqlite import SqliteStore
-from server.tlscert import CertInfo, ensure_self_signed, load_configured
-from server.web import admin as admin_web
-from server.web import api, provisioning
-from server.web import oauth as oauth_web
 from server.web.errors import error_middleware
 from server.web.keys import SERVICES, Services
 from server.web.routes import RouteTable, build_openapi

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from server.app import build_app
 from server.config import Settings, load_settings
-from server.registry import Registry
+from server.registry.service import Registry
 from server.web.keys import SERVICES
 
 

@@ -1,34 +1,26 @@
-"""Load the captured packets under shared/fixtures (format: see shared/fixtures/README.md).
+"""Load the packet captures under tests/fixtures (format and provenance: tests/fixtures/README.md).
 
-shared/ is found at $IMPRINT_SHARED_DIR, else next to the repository (`../shared` from the repo
-root). Tests that need it are skipped, with the path tried, when it is absent.
+The captures were made from real clients (dhcpcd, udhcpc, perfdhcp, dig, python-zeroconf) and are
+kept in the repository, so every test that uses them runs in a plain clone.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 _HEADER = re.compile(r"^#\s*from\s+(\S+):(\d+)\s+len\s+(\d+)\s*$")
 
 
-def shared_dir() -> Path:
-    """The shared/ directory (may not exist)."""
-    env = os.environ.get("IMPRINT_SHARED_DIR")
-    return Path(env) if env else REPO_ROOT.parent / "shared"
-
-
 def fixture_path(relpath: str) -> Path:
-    """Path of shared/fixtures/<relpath>; skips the calling test if it is missing."""
-    path = shared_dir() / "fixtures" / relpath
+    """Path of tests/fixtures/<relpath>; a missing capture is an error, never a skip."""
+    path = FIXTURES / relpath
     if not path.is_file():
-        pytest.skip(f"fixture {path} not found (set IMPRINT_SHARED_DIR to the shared/ directory)")
+        raise FileNotFoundError(f"packet capture {path} is missing from the repository")
     return path
 
 
@@ -68,8 +60,13 @@ def parse_hex_fixture(text: str) -> list[tuple[str, bytes]]:
 
 
 def load_hex_fixture(relpath: str) -> list[tuple[str, bytes]]:
-    """Packets of shared/fixtures/<relpath> as (source "ADDR:PORT", payload) pairs."""
+    """Packets of tests/fixtures/<relpath> as (source "ADDR:PORT", payload) pairs."""
     return parse_hex_fixture(fixture_path(relpath).read_text(encoding="ascii"))
+
+
+def load_packets(relpath: str) -> list[tuple[str, int, bytes]]:
+    """Packets of tests/fixtures/<relpath> as (source address, source port, payload)."""
+    return [(*split_src(src), payload) for src, payload in load_hex_fixture(relpath)]
 
 
 def split_src(src: str) -> tuple[str, int]:

@@ -25,7 +25,7 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from server.domain import ProvisioningEndpoint
+from server.registry.model import ProvisioningEndpoint
 
 
 class MatchKind(StrEnum):

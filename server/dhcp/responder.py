@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from server.core.mac import mac_from_bytes
+from server.core.policy import Decision
 from server.dhcp.codec import (
     BOOTREPLY,
     BOOTREQUEST,
@@ -31,8 +33,6 @@ from server.dhcp.codec import (
 )
 from server.dhcp.pool import LeasePool, PoolOutcome, PoolReason, PoolResult, Subnet
 from server.dhcp.profiles import ProfileTable
-from server.domain import mac_from_bytes
-from server.policy import Decision
 
 BROADCAST_ADDR = "255.255.255.255"
 OPT_SUBNET_MASK = 1

@@ -21,6 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.core.mac import mac_from_bytes
+from server.core.metrics import Registry
+from server.core.policy import decide
 from server.dhcp.codec import (
     BOOTREQUEST,
     OPT_VENDOR_CLASS,
@@ -46,11 +49,9 @@ from server.dhcp.responder import (
     pool_step,
     respond,
 )
-from server.discovered import DiscoveredDevices
-from server.domain import DeviceView, ProvisioningEndpoint, mac_from_bytes
-from server.metrics import Registry
-from server.policy import decide
-from server.sightings import Sightings
+from server.provisioning.sightings import Sightings
+from server.registry.discovered import DiscoveredDevices
+from server.registry.model import DeviceView, ProvisioningEndpoint
 
 _ZERO_MAC = bytes(6)
 

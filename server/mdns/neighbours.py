@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
-from server.domain import MacError, normalize_mac
+from server.core.mac import MacError, normalize_mac
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LeaseLookup = Callable[[str], str | None]

@@ -14,7 +14,6 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from server.domain import ProvisioningEndpoint
 from server.mdns.names import (
     Labels,
     NameSyntaxError,
@@ -24,6 +23,7 @@ from server.mdns.names import (
     name_key,
     wire_name,
 )
+from server.registry.model import ProvisioningEndpoint
 
 TYPE_A = 1
 TYPE_PTR = 12

@@ -24,10 +24,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from server.core.policy import Decision
+from server.core.ratelimit import TokenBuckets
 from server.mdns.codec import Query, encode_response, with_id
 from server.mdns.records import CLASS_ANY, CLASS_IN, Selection, ServiceRecords
-from server.policy import Decision
-from server.ratelimit import TokenBuckets
 
 MDNS_PORT = 5353
 

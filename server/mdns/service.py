@@ -13,14 +13,14 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from server.domain import DeviceView
+from server.core.metrics import Registry
+from server.core.policy import Decision, Reason, decide
+from server.core.ratelimit import TokenBuckets
 from server.mdns.codec import DecodeError, decode_query
 from server.mdns.neighbours import NeighbourResolver
 from server.mdns.records import ServiceRecords
 from server.mdns.responder import MDNS_PORT, Ignore, Network, ReplyKind, Responder
-from server.metrics import Registry
-from server.policy import Decision, Reason, decide
-from server.ratelimit import TokenBuckets
+from server.registry.model import DeviceView
 
 INTERNAL_ERROR = "MDNS_INTERNAL_ERROR"
 

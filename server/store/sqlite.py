@@ -20,8 +20,8 @@ from typing import Any
 import aiosqlite
 
 from server.dhcp.pool import Lease, LeaseState
-from server.discovered import SeenDevice
-from server.domain import Device, DeviceState, Tenant
+from server.registry.discovered import SeenDevice
+from server.registry.model import Device, DeviceState, Tenant
 from server.store.base import Conflict
 
 _DEVICE_COLS = (

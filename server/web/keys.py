@@ -11,15 +11,15 @@ from typing import Any
 
 from aiohttp import web
 
-from server.admin_auth import AdminAuth
+from server.admin.auth import AdminAuth
 from server.config import Settings
-from server.discovered import DiscoveredDevices
-from server.metrics import Registry as MetricsRegistry
-from server.oauth import OAuthService
-from server.ratelimit import FailureLimiter, TokenBuckets
-from server.registry import Registry
-from server.sightings import Sightings
-from server.tlscert import CertInfo
+from server.core.metrics import Registry as MetricsRegistry
+from server.core.ratelimit import FailureLimiter, TokenBuckets
+from server.core.tls import CertInfo
+from server.oauth.service import OAuthService
+from server.provisioning.sightings import Sightings
+from server.registry.discovered import DiscoveredDevices
+from server.registry.service import Registry
 
 
 class NotReady(Exception):

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from server.codes import ALPHABET
+from server.provisioning.codes import ALPHABET
 from tests.e2e.imprint_server import ImprintServer, emulator_argv
 from tests.netns import SERVER_IP, Node, Topology, host_mac, require_root_netns
 

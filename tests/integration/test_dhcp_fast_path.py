@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from scapy.layers.dhcp import BOOTP
 
+from server.core.metrics import Counter, Registry
 from server.dhcp.codec import MessageType, decode
 from server.dhcp.leasedb import SqliteLeaseWriter
 from server.dhcp.pool import Lease, LeaseState, MemoryLeaseStore, subnet_from_mapping
 from server.dhcp.responder import Mode
 from server.dhcp.service import DhcpConfig, DhcpService
 from server.dhcp.transport import DhcpServer, start_dhcp
-from server.domain import DeviceState, DeviceView, ProvisioningEndpoint
-from server.metrics import Counter, Registry
+from server.registry.model import DeviceState, DeviceView, ProvisioningEndpoint
 from server.store.sqlite import SqliteStore
 from tests.fixtures_util import scapy_dhcp
 

@@ -15,13 +15,13 @@ from contextlib import asynccontextmanager
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
 
+from server.core.metrics import Counter, Registry
 from server.dhcp.pool import Lease, MemoryLeaseStore, subnet_from_mapping
 from server.dhcp.responder import Mode
 from server.dhcp.service import DhcpConfig, DhcpService
 from server.dhcp.transport import DhcpServer, interface_address, start_dhcp
-from server.discovered import DiscoveredDevices
-from server.domain import DeviceState, DeviceView, ProvisioningEndpoint
-from server.metrics import Counter, Registry
+from server.registry.discovered import DiscoveredDevices
+from server.registry.model import DeviceState, DeviceView, ProvisioningEndpoint
 
 MAC = "02:00:5e:00:01:01"
 STRANGER = "02:00:5e:00:09:09"

@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import dnslib
 import pytest
 
-from server.domain import DeviceState, DeviceView, ProvisioningEndpoint
+from server.core.metrics import Registry
 from server.mdns.neighbours import NeighbourResolver, interface_networks
 from server.mdns.records import build_records
 from server.mdns.service import MdnsService
 from server.mdns.transport import MDNS_GROUP, MdnsServer, start_mdns
-from server.metrics import Registry
+from server.registry.model import DeviceState, DeviceView, ProvisioningEndpoint
 
 REGISTERED = "02:00:5e:00:01:01"
 UNREGISTERED = "02:00:5e:00:01:02"

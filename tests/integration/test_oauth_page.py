@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import aiohttp
 
-from server.ratelimit import FailureLimiter
+from server.core.ratelimit import FailureLimiter
 from server.web.keys import SERVICES
 from tests.conftest import Api
 from tests.oauth_util import (

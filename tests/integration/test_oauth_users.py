@@ -6,7 +6,7 @@ import sqlite3
 
 from argon2 import PasswordHasher
 
-from server.web import oauth as oauth_web
+from server.oauth import http as oauth_web
 from tests.conftest import Api
 from tests.oauth_util import PASSWORD, Browser, make_tenant, make_user, provisioned_device, start
 

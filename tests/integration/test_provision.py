@@ -7,7 +7,7 @@ import sqlite3
 from datetime import timedelta
 from typing import Any
 
-from server.ratelimit import TokenBuckets
+from server.core.ratelimit import TokenBuckets
 from server.web.keys import SERVICES
 from tests.conftest import Api
 

@@ -17,7 +17,7 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestServer
 
 from server.app import build_app
-from server.registry import ImportRow, Principal
+from server.registry.service import ImportRow, Principal
 from server.web.keys import SERVICES
 from tests.conftest import Api, lab_settings
 from tests.ui_client import UiClient, csv_form, db_snapshot

@@ -12,7 +12,7 @@ from urllib.parse import unquote
 import pytest
 from aiohttp import FormData
 
-from server.registry import Principal
+from server.registry.service import Principal
 from server.web.keys import SERVICES
 from tests.conftest import Api
 from tests.ui_client import HREF_RE, UiClient, csv_form, db_snapshot

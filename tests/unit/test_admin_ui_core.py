@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from argon2 import PasswordHasher
 
-from server.admin_auth import (
+from server.admin.auth import (
     SessionPolicy,
     needs_touch,
     session_problem,
@@ -17,9 +17,7 @@ from server.admin_auth import (
     validate_role,
     validate_username,
 )
-from server.registry import ImportRow
-from server.store.base import Invalid
-from server.web.admin import (
+from server.admin.ui import (
     Flash,
     FlashBox,
     PendingUpload,
@@ -32,6 +30,8 @@ from server.web.admin import (
     tenant_url,
     when,
 )
+from server.registry.service import ImportRow
+from server.store.base import Invalid
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

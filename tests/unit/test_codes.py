@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from server.codes import (
+from server.provisioning.codes import (
     ALPHABET,
     CodeFormatError,
     CodeVault,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.csvio import CsvError, escape_cell, parse_upload, unescape_cell, write_export
-from server.registry import ExportRow
+from server.registry.csvio import CsvError, escape_cell, parse_upload, unescape_cell, write_export
+from server.registry.service import ExportRow
 
 
 def macs(data: bytes) -> list[tuple[int, str, str]]:

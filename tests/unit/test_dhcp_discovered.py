@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.discovered import DiscoveredDevices, printable
+from server.registry.discovered import DiscoveredDevices, printable
 
 A, B, C, D = (f"02:00:5e:00:01:0{i}" for i in range(1, 5))
 

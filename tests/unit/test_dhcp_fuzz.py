@@ -8,42 +8,28 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from server.core.metrics import Counter, Registry
 from server.dhcp.codec import DecodeError, DhcpMessage, decode, encode
 from server.dhcp.pool import MemoryLeaseStore, subnet_from_mapping
 from server.dhcp.responder import Mode
 from server.dhcp.service import DhcpConfig, DhcpService
-from server.discovered import DiscoveredDevices
-from server.domain import DeviceState, DeviceView, ProvisioningEndpoint
-from server.metrics import Counter, Registry
+from server.registry.discovered import DiscoveredDevices
+from server.registry.model import DeviceState, DeviceView, ProvisioningEndpoint
 from tests.fixtures_util import load_hex_fixture
 
-
-def _fixture_packets() -> list[bytes]:
-    """The captured client packets the mutations start from ([] when shared/ is absent)."""
-    try:
-        return [
-            data
-            for name in (
-                "dhcp/dhcpcd-inform-ms-uc-client.hex",
-                "dhcp/dhcpcd-discover.hex",
-                "dhcp/udhcpc-discover-yealink.hex",
-                "dhcp/perfdhcp-relayed-discover.hex",
-            )
-            for _src, data in load_hex_fixture(name)
-        ]
-    except pytest.skip.Exception:
-        return []
-
-
-FIXTURES = _fixture_packets() or [b"\0"]  # placeholder keeps the strategies importable
-pytestmark = pytest.mark.skipif(
-    FIXTURES == [b"\0"],
-    reason="shared/fixtures not found (set IMPRINT_SHARED_DIR to the shared/ directory)",
-)
+FIXTURES = [
+    data
+    for name in (
+        "dhcp/dhcpcd-inform-ms-uc-client.hex",
+        "dhcp/dhcpcd-discover.hex",
+        "dhcp/udhcpc-discover-yealink.hex",
+        "dhcp/perfdhcp-relayed-discover.hex",
+    )
+    for _src, data in load_hex_fixture(name)
+]
 MACS = ["02:00:5e:00:01:01", "02:00:5e:00:01:02", "02:00:5e:00:02:01"]
 EP = ProvisioningEndpoint("https", "imprint.example.net", 443, "/provision", "ab" * 32)
 SUBNET = subnet_from_mapping(

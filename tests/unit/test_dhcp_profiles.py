@@ -13,7 +13,7 @@ from server.dhcp.profiles import (
     builtin_profiles,
     profile_from_mapping,
 )
-from server.domain import ProvisioningEndpoint
+from server.registry.model import ProvisioningEndpoint
 
 FP = "0123456789abcdef" * 4
 EP = ProvisioningEndpoint("https", "imprint.example.net", 8443, "/provision", FP)

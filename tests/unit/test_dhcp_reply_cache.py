@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from server.core.policy import decide
 from server.dhcp import responder
 from server.dhcp.codec import DhcpMessage, decode, encode, ip_bytes
 from server.dhcp.pool import LeasePool, subnet_from_mapping
 from server.dhcp.profiles import ProfileTable, profile_from_mapping
 from server.dhcp.responder import Mode, Reply, ResponderContext, pool_step, respond
-from server.domain import DeviceState, DeviceView, ProvisioningEndpoint
-from server.policy import decide
+from server.registry.model import DeviceState, DeviceView, ProvisioningEndpoint
 from tests.fixtures_util import scapy_dhcp
 
 MAC = "02:00:5e:00:01:01"

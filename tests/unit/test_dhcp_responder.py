@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
 
+from server.core.policy import Reason, decide
 from server.dhcp.codec import (
     BROADCAST_FLAG,
     ZERO_IP,
@@ -28,8 +29,7 @@ from server.dhcp.responder import (
     pool_step,
     respond,
 )
-from server.domain import DeviceState, DeviceView, ProvisioningEndpoint
-from server.policy import Reason, decide
+from server.registry.model import DeviceState, DeviceView, ProvisioningEndpoint
 from tests.fixtures_util import load_hex_fixture, scapy_dhcp, split_src
 
 MAC = "02:00:5e:00:01:01"

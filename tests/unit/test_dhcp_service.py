@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
+from server.core.metrics import Counter, Registry
 from server.dhcp.codec import MessageType, decode, ip_bytes
 from server.dhcp.pool import Lease, LeaseState, MemoryLeaseStore, subnet_from_mapping
 from server.dhcp.responder import Mode
 from server.dhcp.service import DhcpConfig, DhcpService
-from server.discovered import DiscoveredDevices
-from server.domain import DeviceState, DeviceView, ProvisioningEndpoint
-from server.metrics import Counter, Registry
+from server.registry.discovered import DiscoveredDevices
+from server.registry.model import DeviceState, DeviceView, ProvisioningEndpoint
 from tests.fixtures_util import load_hex_fixture, scapy_dhcp, split_src
 
 MAC = "02:00:5e:00:01:01"

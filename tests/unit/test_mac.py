@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.domain import MacError, mac_from_bytes, normalize_mac
+from server.core.mac import MacError, mac_from_bytes, normalize_mac
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.domain import ProvisioningEndpoint
 from server.mdns.codec import (
     MAX_POINTER_HOPS,
     DecodeError,
@@ -25,32 +24,11 @@ from server.mdns.codec import (
     with_id,
 )
 from server.mdns.records import SERVICE_TTL, build_records
-from tests.fixtures_util import fixture_path
+from server.registry.model import ProvisioningEndpoint
+from tests.fixtures_util import load_packets
 
-
-def load_hex(name: str) -> list[tuple[str, int, bytes]]:
-    """Packets of a fixture file: (source address, source port, payload)."""
-    out: list[tuple[str, int, bytes]] = []
-    header: tuple[str, int, int] | None = None
-    for line in fixture_path("mdns/" + name).read_text().splitlines():
-        line = line.strip()
-        if line.startswith("# from "):
-            _, _, addr, _, length = line.split()
-            host, port = addr.rsplit(":", 1)
-            header = (host, int(port), int(length))
-        elif line and header is not None:
-            payload = bytes.fromhex(line)
-            assert len(payload) == header[2], f"{name}: length line disagrees with the hex"
-            out.append((header[0], header[1], payload))
-            header = None
-    return out
-
-
-try:
-    DIG = load_hex("dig-legacy-unicast-ptr.hex")[0]
-    ZC_QU, ZC_QM = load_hex("zeroconf-browse-ptr.hex")
-except pytest.skip.Exception as missing:  # shared/ absent: the fixture tests cannot run
-    pytest.skip(str(missing), allow_module_level=True)
+DIG = load_packets("mdns/dig-legacy-unicast-ptr.hex")[0]
+ZC_QU, ZC_QM = load_packets("mdns/zeroconf-browse-ptr.hex")
 
 ENDPOINT = ProvisioningEndpoint("https", "imprint.local", 8443, "/provision", "ab" * 32)
 RECORDS = build_records(

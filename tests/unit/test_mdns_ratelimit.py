@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.ratelimit import TokenBuckets
+from server.core.ratelimit import TokenBuckets
 
 
 def test_burst_then_refill_at_rate() -> None:

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from server.domain import ProvisioningEndpoint
 from server.mdns.names import labels_to_text, name_key, text_to_labels
 from server.mdns.records import (
     HOST_TTL,
@@ -23,6 +22,7 @@ from server.mdns.records import (
     build_records,
     txt_strings,
 )
+from server.registry.model import ProvisioningEndpoint
 
 FP = "0123456789abcdef" * 4
 EP = ProvisioningEndpoint("https", "imprint.example", 8443, "/provision", FP)

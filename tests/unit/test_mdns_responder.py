@@ -7,34 +7,16 @@ import ipaddress
 import dnslib
 import pytest
 
-from server.domain import DeviceState, DeviceView, ProvisioningEndpoint
+from server.core.policy import Decision, Reason, decide
+from server.core.ratelimit import TokenBuckets
 from server.mdns.codec import Query, decode_query
 from server.mdns.records import HOST_TTL, SERVICE_TTL, build_records
 from server.mdns.responder import Ignore, IgnoreReason, Reply, ReplyKind, Responder
-from server.policy import Decision, Reason, decide
-from server.ratelimit import TokenBuckets
-from tests.fixtures_util import fixture_path
+from server.registry.model import DeviceState, DeviceView, ProvisioningEndpoint
+from tests.fixtures_util import load_packets
 
-
-def load_hex(name: str) -> list[tuple[str, int, bytes]]:
-    """Packets of a fixture file: (source address, source port, payload)."""
-    out: list[tuple[str, int, bytes]] = []
-    head: tuple[str, int] | None = None
-    for line in fixture_path("mdns/" + name).read_text().splitlines():
-        if line.startswith("# from "):
-            host, port = line.split()[2].rsplit(":", 1)
-            head = (host, int(port))
-        elif line.strip() and head is not None:
-            out.append((*head, bytes.fromhex(line.strip())))
-            head = None
-    return out
-
-
-try:
-    DIG = load_hex("dig-legacy-unicast-ptr.hex")[0]
-    ZC_QU, ZC_QM = load_hex("zeroconf-browse-ptr.hex")
-except pytest.skip.Exception as missing:  # shared/ absent: the fixture tests cannot run
-    pytest.skip(str(missing), allow_module_level=True)
+DIG = load_packets("mdns/dig-legacy-unicast-ptr.hex")[0]
+ZC_QU, ZC_QM = load_packets("mdns/zeroconf-browse-ptr.hex")
 MAC = "02:00:5e:00:01:01"
 INDEX = {
     MAC: DeviceView(MAC, "acme", "Acme", DeviceState.AWAITING_ACTIVATION, "lab bench"),

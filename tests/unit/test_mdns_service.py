@@ -10,33 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.domain import DeviceState, DeviceView, ProvisioningEndpoint
+from server.core.metrics import Registry
 from server.mdns.neighbours import NeighbourResolver
 from server.mdns.records import build_records
 from server.mdns.service import MdnsService
-from server.metrics import Registry
-from tests.fixtures_util import fixture_path
+from server.registry.model import DeviceState, DeviceView, ProvisioningEndpoint
+from tests.fixtures_util import load_packets
 
-
-def load_hex(name: str) -> list[tuple[str, int, bytes]]:
-    """Packets of a fixture file: (source address, source port, payload)."""
-    out: list[tuple[str, int, bytes]] = []
-    head: tuple[str, int] | None = None
-    for line in fixture_path("mdns/" + name).read_text().splitlines():
-        if line.startswith("# from "):
-            host, port = line.split()[2].rsplit(":", 1)
-            head = (host, int(port))
-        elif line.strip() and head is not None:
-            out.append((*head, bytes.fromhex(line.strip())))
-            head = None
-    return out
-
-
-try:
-    DIG = load_hex("dig-legacy-unicast-ptr.hex")[0]
-    ZC_QU, ZC_QM = load_hex("zeroconf-browse-ptr.hex")
-except pytest.skip.Exception as missing:  # shared/ absent: the fixture tests cannot run
-    pytest.skip(str(missing), allow_module_level=True)
+DIG = load_packets("mdns/dig-legacy-unicast-ptr.hex")[0]
+ZC_QU, ZC_QM = load_packets("mdns/zeroconf-browse-ptr.hex")
 MAC1 = "02:00:5e:00:01:01"  # the fixtures' first client, 198.18.77.11
 MAC2 = "02:00:5e:00:01:02"  # second client, 198.18.77.12
 ENDPOINT = ProvisioningEndpoint("https", "imprint.local", 8443, "/provision", "ab" * 32)

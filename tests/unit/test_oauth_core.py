@@ -15,7 +15,7 @@ from joserfc import jwt
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import ECKey
 
-from server.oauth import (
+from server.oauth.service import (
     CodeKeys,
     OAuthError,
     Passwords,
@@ -26,9 +26,9 @@ from server.oauth import (
     single_params,
     validate_scope,
 )
-from server.registry import iso
+from server.oauth.store import GrantRow
+from server.registry.service import iso
 from server.store.base import Invalid
-from server.store.oauth_store import GrantRow
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

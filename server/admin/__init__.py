@@ -1,0 +1,1 @@
+"""The admin web UI (/ui): admin accounts, sessions, CSRF, and the pages."""

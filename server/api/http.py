@@ -1,0 +1,565 @@
+"""REST API v1: tenants, devices, CSV import/export, verification codes, audit.
+
+The contract other parts and tools rely on: extend it, don't rename it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from server import __version__
+from server.registry.csvio import TEMPLATE, CsvError, parse_upload, write_export
+from server.registry.model import Device, DeviceState, Tenant
+from server.registry.service import Principal, Registry, iso
+from server.store.base import Invalid
+from server.web.errors import ApiError
+from server.web.keys import SERVICES
+from server.web.routes import Param, RouteTable
+
+routes = RouteTable()
+_M = TypeVar("_M", bound=BaseModel)
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+# ---- request and response bodies (pydantic at the edge only) --------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TenantIn(_Body):
+    id: str = Field(description="slug: a-z, 0-9 and '-', 1-63 characters", examples=["contoso"])
+    name: str = Field(
+        description="display name devices show on their sign-in page", examples=["Contoso Ltd"]
+    )
+
+
+class TenantOut(BaseModel):
+    id: str
+    name: str
+    created_at: str
+
+
+class TenantList(BaseModel):
+    count: int
+    results: list[TenantOut]
+
+
+class DeviceIn(_Body):
+    mac: str = Field(
+        description="AA:BB:CC:DD:EE:FF, aa-bb-cc-dd-ee-ff, aabb.ccdd.eeff or aabbccddeeff"
+    )
+    location: str = Field(
+        default="", max_length=200, description="where the technician installs it"
+    )
+
+
+class DevicePatch(_Body):
+    location: str = Field(max_length=200)
+
+
+class DeviceOut(BaseModel):
+    mac: str
+    device_id: str
+    tenant: str
+    location: str
+    state: DeviceState
+    created_at: str
+    updated_at: str
+    code_expires_at: str | None = None
+    signed_in_user: str | None = None
+
+
+class DeviceList(BaseModel):
+    count: int
+    results: list[DeviceOut]
+
+
+class CodesIn(_Body):
+    macs: list[str] | None = Field(default=None, description="devices to issue codes for")
+    all_awaiting_activation: bool = Field(
+        default=False, description="every device awaiting activation"
+    )
+
+
+class CodeOut(BaseModel):
+    mac: str
+    code: str = Field(description="XXXX-XXXX; case, spaces and dashes are ignored on entry")
+    expires_at: str
+
+
+class ImportResult(BaseModel):
+    dry_run: bool
+    rows: int = Field(description="device rows in the file")
+    created: int
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: str
+    actor: str
+    tenant: str | None
+    action: str
+    target: str | None
+    before: Any = None
+    after: Any = None
+
+
+class AuditList(BaseModel):
+    count: int
+    results: list[AuditOut]
+
+
+class DiscoveredOut(BaseModel):
+    mac: str
+    vendor_class: str = Field(description="DHCP option 60 as sent ('' if none)")
+    interface: str
+    source: str = Field(description="protocol of the latest sighting: dhcp or mdns")
+    first_seen: str
+    last_seen: str
+    count: int
+
+
+class DiscoveredList(BaseModel):
+    count: int
+    results: list[DiscoveredOut]
+
+
+def device_out(d: Device) -> dict[str, Any]:
+    return {
+        "mac": d.mac,
+        "device_id": d.device_id,
+        "tenant": d.tenant_id,
+        "location": d.location,
+        "state": d.state.value,
+        "created_at": d.created_at,
+        "updated_at": d.updated_at,
+        "code_expires_at": d.code_expires_at,
+        "signed_in_user": d.signed_in_user,
+    }
+
+
+def tenant_out(t: Tenant) -> dict[str, Any]:
+    return {"id": t.id, "name": t.name, "created_at": t.created_at}
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def who(request: web.Request) -> Principal:
+    p: Principal | None = request.get(PRINCIPAL)
+    if p is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "send 'Authorization: Bearer <token>' (see `imprint tokens create`)",
+        )
+    return p
+
+
+def reg(request: web.Request) -> Registry:
+    return request.app[SERVICES].registry
+
+
+async def json_body(request: web.Request, model: type[_M]) -> _M:
+    raw = await request.read()
+    if not raw:
+        raise ApiError(400, "bad_request", f"send a JSON body ({', '.join(model.model_fields)})")
+    return model.model_validate(json.loads(raw))
+
+
+def int_query(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ApiError(
+            400, "bad_request", f"query parameter {name!r} must be a whole number, got {raw!r}"
+        ) from None
+
+
+def bool_query(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "").lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ApiError(
+        400, "bad_request", f"query parameter {name!r} must be true or false, got {raw!r}"
+    )
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Resolve `Authorization: Bearer` for /api/v1 routes (except the public ones)."""
+    if request.path.startswith("/api/") and request.path not in PUBLIC_PATHS:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(
+                401,
+                "unauthorized",
+                "send 'Authorization: Bearer <token>' (see `imprint tokens create`)",
+            )
+        principal = await request.app[SERVICES].registry.authenticate(token.strip())
+        if principal is None:
+            raise ApiError(401, "unauthorized", "the token is unknown or revoked")
+        request[PRINCIPAL] = principal
+    resp: web.StreamResponse = await handler(request)
+    return resp
+
+
+PUBLIC_PATHS = frozenset({"/api/v1/openapi.json", "/api/v1/devices/template.csv"})
+
+T = Param("tenant", "path", {"type": "string"}, "tenant id")
+M = Param("mac", "path", {"type": "string"}, "MAC address in any accepted spelling")
+STATE = Param(
+    "state", "query", {"type": "string", "enum": [s.value for s in DeviceState]}, "filter by state"
+)
+
+
+# ---- routes ----------------------------------------------------------------------------------
+
+
+@routes.route(
+    "GET",
+    "/api/v1/openapi.json",
+    summary="This OpenAPI 3.1 document",
+    tag="meta",
+    auth="none",
+    responses={200: ("OpenAPI document", {"type": "object"})},
+)
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICES].openapi)
+
+
+@routes.route(
+    "POST",
+    "/api/v1/tenants",
+    summary="Create a tenant (operators)",
+    tag="tenants",
+    body=TenantIn,
+    responses={201: ("created", TenantOut)},
+)
+async def create_tenant(request: web.Request) -> web.Response:
+    body = await json_body(request, TenantIn)
+    t = await reg(request).create_tenant(who(request), body.id, body.name)
+    return web.json_response(tenant_out(t), status=201)
+
+
+@routes.route(
+    "GET",
+    "/api/v1/tenants",
+    summary="List the tenants this token can see",
+    tag="tenants",
+    responses={200: ("tenants", TenantList)},
+)
+async def list_tenants(request: web.Request) -> web.Response:
+    ts = await reg(request).list_tenants(who(request))
+    return web.json_response({"count": len(ts), "results": [tenant_out(t) for t in ts]})
+
+
+@routes.route(
+    "GET",
+    "/api/v1/tenants/{tenant}",
+    summary="One tenant",
+    tag="tenants",
+    params=(T,),
+    responses={200: ("tenant", TenantOut)},
+)
+async def get_tenant(request: web.Request) -> web.Response:
+    t = await reg(request).get_tenant(who(request), request.match_info["tenant"])
+    return web.json_response(tenant_out(t))
+
+
+@routes.route(
+    "POST",
+    "/api/v1/tenants/{tenant}/devices",
+    summary="Register a device by MAC",
+    tag="devices",
+    params=(T,),
+    body=DeviceIn,
+    responses={201: ("registered", DeviceOut)},
+)
+async def add_device(request: web.Request) -> web.Response:
+    body = await json_body(request, DeviceIn)
+    d = await reg(request).add_device(
+        who(request), request.match_info["tenant"], body.mac, body.location
+    )
+    return web.json_response(device_out(d), status=201)
+
+
+@routes.route(
+    "GET",
+    "/api/v1/tenants/{tenant}/devices",
+    summary="List devices (paged, searchable)",
+    tag="devices",
+    params=(
+        T,
+        STATE,
+        Param("q", "query", {"type": "string"}, "MAC or location contains"),
+        Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+        Param("offset", "query", {"type": "integer", "minimum": 0, "default": 0}),
+    ),
+    responses={200: ("devices", DeviceList)},
+)
+async def list_devices(request: web.Request) -> web.Response:
+    count, devices = await reg(request).list_devices(
+        who(request),
+        request.match_info["tenant"],
+        state=request.query.get("state") or None,
+        q=request.query.get("q") or None,
+        limit=int_query(request, "limit", 100),
+        offset=int_query(request, "offset", 0),
+    )
+    return web.json_response({"count": count, "results": [device_out(d) for d in devices]})
+
+
+@routes.route(
+    "GET",
+    "/api/v1/tenants/{tenant}/devices/export.csv",
+    summary="Export devices with current codes (CSV)",
+    tag="devices",
+    params=(T, STATE),
+    responses={200: ("CSV file", "text/csv")},
+)
+async def export_csv(request: web.Request) -> web.Response:
+    tenant = request.match_info["tenant"]
+    rows = await reg(request).export(who(request), tenant, request.query.get("state") or None)
+    text = await asyncio.to_thread(write_export, rows)
+    return web.Response(
+        text=text,
+        content_type="text/csv",
+        charset="utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="imprint-{tenant}-devices.csv"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@routes.route(
+    "POST",
+    "/api/v1/tenants/{tenant}/devices/import",
+    summary="Import devices from a CSV file",
+    tag="devices",
+    body="text/csv",
+    params=(T, Param("dry_run", "query", {"type": "boolean", "default": False}, "validate only")),
+    responses={
+        200: ("validated (dry run)", ImportResult),
+        201: ("imported", ImportResult),
+        413: ("file too large", None),
+        422: ("bad rows: nothing stored", None),
+    },
+)
+async def import_devices(request: web.Request) -> web.Response:
+    principal = who(request)
+    tenant = request.match_info["tenant"]
+    dry_run = bool_query(request, "dry_run")
+    await reg(request).get_tenant(principal, tenant)  # 404 before reading a large body
+    data = await request.read()
+    try:
+        rows = await asyncio.to_thread(parse_upload, data)
+    except CsvError as e:
+        _count_import_rows(request, "invalid", len({r.row for r in e.errors}))
+        raise ApiError(422, "invalid_csv", str(e), [r.as_dict() for r in e.errors]) from None
+    try:
+        created = await reg(request).import_devices(principal, tenant, rows, dry_run=dry_run)
+    except Invalid as e:
+        _count_import_rows(request, "invalid", len(e.details))
+        raise
+    _count_import_rows(request, "dry_run" if dry_run else "imported", len(rows))
+    return web.json_response(
+        {"dry_run": dry_run, "rows": len(rows), "created": 0 if dry_run else created},
+        status=200 if dry_run else 201,
+    )
+
+
+def _count_import_rows(request: web.Request, result: str, rows: int) -> None:
+    request.app[SERVICES].metrics.counter(
+        "imprint_import_rows_total",
+        "CSV import rows: imported, checked by a dry run, or invalid (the upload was refused)",
+        ("result",),
+    ).inc(result, amount=rows)
+
+
+@routes.route(
+    "GET",
+    "/api/v1/tenants/{tenant}/devices/{mac}",
+    summary="One device",
+    tag="devices",
+    params=(T, M),
+    responses={200: ("device", DeviceOut)},
+)
+async def get_device(request: web.Request) -> web.Response:
+    d = await reg(request).get_device(
+        who(request), request.match_info["tenant"], request.match_info["mac"]
+    )
+    return web.json_response(device_out(d))
+
+
+@routes.route(
+    "PATCH",
+    "/api/v1/tenants/{tenant}/devices/{mac}",
+    summary="Change a device's location",
+    tag="devices",
+    params=(T, M),
+    body=DevicePatch,
+    responses={200: ("updated", DeviceOut)},
+)
+async def patch_device(request: web.Request) -> web.Response:
+    body = await json_body(request, DevicePatch)
+    d = await reg(request).update_device(
+        who(request), request.match_info["tenant"], request.match_info["mac"], body.location
+    )
+    return web.json_response(device_out(d))
+
+
+@routes.route(
+    "DELETE",
+    "/api/v1/tenants/{tenant}/devices/{mac}",
+    summary="Delete a device",
+    tag="devices",
+    params=(T, M),
+    responses={204: ("deleted", None)},
+)
+async def delete_device(request: web.Request) -> web.Response:
+    await reg(request).delete_device(
+        who(request), request.match_info["tenant"], request.match_info["mac"]
+    )
+    return web.Response(status=204)
+
+
+@routes.route(
+    "POST",
+    "/api/v1/tenants/{tenant}/devices/{mac}/reset",
+    summary="Reset a device to awaiting activation (revokes its credential and code)",
+    tag="devices",
+    params=(T, M),
+    responses={200: ("reset", DeviceOut)},
+)
+async def reset_device(request: web.Request) -> web.Response:
+    d = await reg(request).reset_device(
+        who(request), request.match_info["tenant"], request.match_info["mac"]
+    )
+    return web.json_response(device_out(d))
+
+
+@routes.route(
+    "GET",
+    "/api/v1/devices/template.csv",
+    summary="CSV template for device import",
+    tag="devices",
+    auth="none",
+    responses={200: ("CSV template", "text/csv")},
+)
+async def template_csv(request: web.Request) -> web.Response:
+    return web.Response(
+        text=TEMPLATE,
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": 'attachment; filename="imprint-devices-template.csv"'},
+    )
+
+
+@routes.route(
+    "POST",
+    "/api/v1/tenants/{tenant}/verification-codes",
+    summary="Issue verification codes (valid 24 h by default; revokes previous ones)",
+    tag="codes",
+    params=(T,),
+    body=CodesIn,
+    responses={
+        201: ("issued", {"type": "array", "items": {"$ref": "#/components/schemas/CodeOut"}})
+    },
+)
+async def issue_codes(request: web.Request) -> web.Response:
+    body = await json_body(request, CodesIn)
+    issued = await reg(request).generate_codes(
+        who(request), request.match_info["tenant"], body.macs, body.all_awaiting_activation
+    )
+    data = [{"mac": c.mac, "code": c.code, "expires_at": c.expires_at} for c in issued]
+    return web.json_response(data, status=201, headers={"Cache-Control": "no-store"})
+
+
+@routes.route(
+    "GET",
+    "/api/v1/tenants/{tenant}/audit",
+    summary="Audit log of admin changes (newest first)",
+    tag="audit",
+    params=(
+        T,
+        Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+        Param("before_id", "query", {"type": "integer"}, "page: entries older than this id"),
+    ),
+    responses={200: ("entries", AuditList)},
+)
+async def audit_log(request: web.Request) -> web.Response:
+    before = request.query.get("before_id")
+    rows = await reg(request).audit(
+        who(request),
+        request.match_info["tenant"],
+        limit=int_query(request, "limit", 100),
+        before_id=int_query(request, "before_id", 0) if before else None,
+    )
+    results = [
+        {
+            "id": r.id,
+            "at": r.at,
+            "actor": r.actor,
+            "tenant": r.tenant_id,
+            "action": r.action,
+            "target": r.target,
+            "before": r.before,
+            "after": r.after,
+        }
+        for r in rows
+    ]
+    return web.json_response({"count": len(results), "results": results})
+
+
+@routes.route(
+    "GET",
+    "/api/v1/discovered",
+    summary="MACs seen on the network but not registered",
+    tag="devices",
+    responses={200: ("seen MACs, most recent first", DiscoveredList)},
+    params=(
+        Param(
+            "limit", "query", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}
+        ),
+    ),
+)
+async def discovered(request: web.Request) -> web.Response:
+    principal = who(request)
+    if principal.role != "operator":
+        # Unregistered MACs belong to no tenant yet: only operators see the site-wide list.
+        raise ApiError(403, "forbidden", "only operator tokens can list discovered devices")
+    limit = int_query(request, "limit", 1000)
+    entries = request.app[SERVICES].discovered.recent(max(1, min(limit, 10000)))
+    results = [
+        {
+            "mac": e.mac,
+            "vendor_class": e.vendor_class,
+            "interface": e.interface,
+            "source": e.source,
+            "first_seen": iso(datetime.fromtimestamp(e.first_seen, UTC)),
+            "last_seen": iso(datetime.fromtimestamp(e.last_seen, UTC)),
+            "count": e.count,
+        }
+        for e in entries
+    ]
+    return web.json_response({"count": len(results), "results": results})
+
+
+__all__ = ["routes", "auth_middleware", "__version__"]

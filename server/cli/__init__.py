@@ -1,0 +1,1 @@
+"""The `imprint` command line."""

@@ -1,0 +1,163 @@
+"""Device-facing provisioning: the technician's code entry binds the device to its tenant.
+
+Every answer tells a technician what to do next without revealing more than needed. Each source
+address is rate limited, and failed entries from one source are limited more tightly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.core.mac import MacError, normalize_mac
+from server.store.base import Invalid
+from server.web.errors import ApiError
+from server.web.keys import SERVICES
+from server.web.routes import RouteTable
+
+routes = RouteTable()
+log = logging.getLogger("imprint.provision")
+
+# error code -> HTTP status
+STATUS = {
+    "not_registered": 404,
+    "already_provisioned": 409,
+    "no_code": 409,
+    "wrong_code": 401,
+    "expired_code": 410,
+    "locked": 423,
+    "address_mismatch": 403,
+}
+
+
+class ProvisionIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    mac: str = Field(description="the device's MAC address")
+    code: str = Field(description="the verification code (XXXX-XXXX; case, spaces, dashes ignored)")
+
+
+class TenantRef(BaseModel):
+    id: str
+    name: str = Field(description="shown on the device's sign-in page")
+
+
+class ProvisionOut(BaseModel):
+    status: str = Field(examples=["provisioned"])
+    tenant: TenantRef
+    device_id: str
+    client_id: str = Field(description="the device's OAuth client_id (= device_id)")
+    client_secret: str = Field(description="the device's OAuth client secret; shown once")
+    authorization_server: str = Field(description="RFC 8414 metadata URL")
+
+
+class ProvisionError(BaseModel):
+    error: str
+    message: str
+    details: list[dict[str, object]] = []
+    attempts_left: int | None = None
+
+
+@routes.route(
+    "POST",
+    "/provision",
+    summary="Redeem a verification code on a device (technician)",
+    tag="provisioning",
+    auth="none",
+    body=ProvisionIn,
+    responses={
+        200: ("provisioned: the device is bound to its tenant", ProvisionOut),
+        400: ("malformed MAC, code or body", ProvisionError),
+        401: ("wrong code (attempts_left says how many remain)", ProvisionError),
+        403: ("source address differs from the one DHCP saw (when required)", ProvisionError),
+        404: ("the MAC is not registered", ProvisionError),
+        409: ("already provisioned, or no code issued", ProvisionError),
+        410: ("the code expired: ask the admin for a new one", ProvisionError),
+        423: ("locked after too many wrong codes: the admin must issue a new code", ProvisionError),
+        429: (
+            "too many attempts from this address: retry after Retry-After seconds",
+            ProvisionError,
+        ),
+    },
+)
+async def provision(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    source = request.remote or "unknown"
+    now = asyncio.get_running_loop().time()
+    if not svc.provision_limiter.allow(source, now) or svc.provision_failures.blocked(source, now):
+        retry = max(1, math.ceil(1 / svc.settings.provision.rate_per_source))
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"Too many attempts from this address. Wait {retry} s and try again.",
+            headers={"Retry-After": str(retry)},
+        )
+    raw = await request.read()
+    body = ProvisionIn.model_validate(json.loads(raw or b"null"))
+    try:
+        result = await svc.registry.redeem(
+            body.mac,
+            body.code,
+            source,
+            dhcp_address=svc.sightings.ip_of(_mac_key(body.mac)),
+            require_dhcp_match=svc.settings.provision.require_dhcp_match,
+        )
+    except Invalid as e:  # a typo, not a guess: not counted as an attempt
+        raise ApiError(400, "bad_request", str(e), e.details) from e
+    attempts = svc.metrics.counter(
+        "imprint_code_attempts_total", "Verification code entries by result", ("result",)
+    )
+    if result.error is not None:
+        if result.error in ("wrong_code", "locked"):
+            svc.provision_failures.record(source, now)
+        attempts.inc(result.error)
+        log.info(
+            "provisioning refused: mac=%s source=%s reason=%s",
+            result.mac,
+            source,
+            result.error,
+            extra={"mac": result.mac, "source": source, "reason": result.error},
+        )
+        payload: dict[str, object] = {
+            "error": result.error,
+            "message": result.message,
+            "details": [],
+        }
+        if result.attempts_left is not None:
+            payload["attempts_left"] = result.attempts_left
+        return web.json_response(
+            payload, status=STATUS[result.error], headers={"Cache-Control": "no-store"}
+        )
+    attempts.inc("success")
+    if result.warning:
+        log.warning("provisioned %s with a warning: %s", result.mac, result.warning)
+    assert result.tenant is not None and result.device_id is not None
+    log.info(
+        "provisioned mac=%s tenant=%s source=%s",
+        result.mac,
+        result.tenant.id,
+        source,
+        extra={"mac": result.mac, "tenant": result.tenant.id, "source": source},
+    )
+    return web.json_response(
+        {
+            "status": "provisioned",
+            "tenant": {"id": result.tenant.id, "name": result.tenant.name},
+            "device_id": result.device_id,
+            "client_id": result.device_id,
+            "client_secret": result.client_secret,
+            "authorization_server": f"{svc.public_url}/.well-known/oauth-authorization-server",
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _mac_key(mac: str) -> str:
+    try:
+        return normalize_mac(mac)
+    except MacError:
+        return ""

@@ -1,0 +1,804 @@
+"""The admin registry: tenants, devices, verification codes, tokens and audit, shared by the REST
+API and the CLI. Validation and tenant scoping live here; SQL lives in server/store.
+
+It also owns the in-memory index of registered MACs that the DHCP/mDNS hot path reads: updated
+right after each of our own commits, and from `registry_changes` for other processes' commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from server.core.mac import MacError, normalize_mac
+from server.oauth.store import revoke_device_tokens
+from server.provisioning.codes import (
+    CodeFormatError,
+    CodeVault,
+    format_code,
+    generate_code,
+    normalize_code,
+)
+from server.registry.model import (
+    Device,
+    DeviceState,
+    DeviceView,
+    Tenant,
+    TenantError,
+    validate_tenant_id,
+)
+from server.store.base import Conflict, Invalid, NotFound
+from server.store.sqlite import AuditRow, SqliteStore, TokenRow, Tx
+
+Role = Literal["operator", "admin"]
+MAX_LOCATION = 200
+MAX_TENANT_NAME = 100
+_IMPORT_CHUNK = 5000
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(s: str) -> datetime:
+    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is acting: an API token, a CLI user, or (later) an admin session."""
+
+    actor: str
+    role: Role
+    tenant_id: str | None = None
+
+    def sees(self, tenant_id: str) -> bool:
+        return self.role == "operator" or self.tenant_id == tenant_id
+
+
+@dataclass(frozen=True, slots=True)
+class ImportRow:
+    row: int  # line number in the file (header = 1), as a spreadsheet shows it
+    mac: str
+    location: str
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCode:
+    mac: str
+    code: str  # formatted XXXX-XXXX
+    expires_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRow:
+    mac: str
+    location: str
+    code: str  # "" unless a currently valid code exists
+    expires_at: str
+    state: str
+
+
+def validate_location(value: object) -> str:
+    if not isinstance(value, str):
+        raise Invalid("location must be text")
+    loc = value.strip()
+    if len(loc) > MAX_LOCATION:
+        raise Invalid(f"location is {len(loc)} characters; the limit is {MAX_LOCATION}")
+    if any(ord(c) < 32 for c in loc):
+        raise Invalid("location must not contain control characters (tabs, line breaks)")
+    return loc
+
+
+def token_digest(token: str) -> bytes:
+    # Tokens carry 256 bits of randomness, so a plain SHA-256 is a safe stored form.
+    return hashlib.sha256(token.encode()).digest()
+
+
+class Registry:
+    """Admin operations with tenant scoping, audit in the same transaction, and the MAC index."""
+
+    def __init__(
+        self,
+        store: SqliteStore,
+        vault: CodeVault,
+        *,
+        code_ttl: timedelta = timedelta(hours=24),
+        max_attempts: int = 5,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.vault = vault
+        self.code_ttl = code_ttl
+        self.max_attempts = max_attempts
+        self.clock = clock
+        self.index: dict[str, DeviceView] = {}
+        # Called with the MACs that became registered (e.g. to drop them from the discovered list).
+        self.on_registered: list[Callable[[Sequence[str]], None]] = []
+        self._seen_seq = 0
+        self._data_version = -1
+
+    def now(self) -> str:
+        return iso(self.clock())
+
+    # ---- the in-memory index -------------------------------------------------------------
+
+    async def load_index(self) -> None:
+        """Build the MAC index from the store (at start)."""
+        self._seen_seq = await self.store.max_change_seq()
+        rows = await self.store.all_device_views()
+        self.index.clear()
+        for mac, tid, tname, state, loc in rows:
+            self.index[mac] = DeviceView(mac, tid, tname, DeviceState(state), loc)
+
+    async def refresh(self, macs: Sequence[str]) -> None:
+        """Re-read `macs` from the store into the index (set or remove)."""
+        uniq = list(dict.fromkeys(macs))
+        present = {r[0]: r for r in await self.store.device_views(uniq)}
+        for mac in uniq:
+            r = present.get(mac)
+            if r is None:
+                self.index.pop(mac, None)
+            else:
+                self.index[mac] = DeviceView(r[0], r[1], r[2], DeviceState(r[3]), r[4])
+        self._notify(list(present))
+
+    async def poll_changes(self) -> int:
+        """Pick up device changes committed by other processes (the CLI); returns how many."""
+        version = await self.store.data_version()
+        if version == self._data_version:
+            return 0
+        self._data_version = version
+        total = 0
+        while True:
+            changes = await self.store.changes_since(self._seen_seq)
+            if not changes:
+                return total
+            await self.refresh([mac for _, mac in changes])
+            self._seen_seq = changes[-1][0]
+            total += len(changes)
+
+    @asynccontextmanager
+    async def _transaction(self, now: str) -> AsyncIterator[Tx]:
+        """A store transaction; afterwards the index's change cursor skips our own changes."""
+        async with self.store.transaction(now) as tx:
+            yield tx
+        if tx.changed_macs:
+            first = tx.last_seq - len(tx.changed_macs) + 1
+            # Our rows are contiguous (BEGIN IMMEDIATE); if nobody else wrote since the cursor,
+            # the poller need not re-read what we already applied to the index.
+            if first == self._seen_seq + 1:
+                self._seen_seq = tx.last_seq
+
+    def _apply(self, views: Sequence[DeviceView], removed: Sequence[str] = ()) -> None:
+        for v in views:
+            self.index[v.mac] = v
+        for mac in removed:
+            self.index.pop(mac, None)
+        self._notify([v.mac for v in views])
+
+    def _notify(self, macs: Sequence[str]) -> None:
+        if macs:
+            for listener in self.on_registered:
+                listener(macs)
+
+    # ---- tenants ---------------------------------------------------------------------------
+
+    async def _tenant(self, who: Principal, tenant_id: str) -> Tenant:
+        tenant = await self.store.get_tenant(tenant_id) if who.sees(tenant_id) else None
+        if tenant is None:
+            # Same answer whether it does not exist or belongs to someone else: no oracle.
+            raise NotFound(f"tenant {tenant_id!r} not found")
+        return tenant
+
+    async def get_tenant(self, who: Principal, tenant_id: str) -> Tenant:
+        return await self._tenant(who, tenant_id)
+
+    async def create_tenant(self, who: Principal, tenant_id: str, name: str) -> Tenant:
+        if who.role != "operator":
+            raise NotFound("only operators can create tenants")
+        try:
+            validate_tenant_id(tenant_id)
+        except TenantError as e:
+            raise Invalid(str(e), [{"field": "id", "value": tenant_id, "message": str(e)}]) from e
+        name = name.strip() if isinstance(name, str) else ""
+        if not name or len(name) > MAX_TENANT_NAME:
+            raise Invalid(
+                f"tenant name must be 1-{MAX_TENANT_NAME} characters: it is what devices show "
+                "on their sign-in page"
+            )
+        now = self.now()
+        try:
+            async with self._transaction(now) as tx:
+                await tx.execute(
+                    "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
+                    (tenant_id, name, now),
+                )
+                await tx.audit(
+                    who.actor,
+                    tenant_id,
+                    "tenant.create",
+                    tenant_id,
+                    None,
+                    {"id": tenant_id, "name": name},
+                )
+        except sqlite3.IntegrityError as e:
+            raise Conflict(f"tenant {tenant_id!r} already exists") from e
+        return Tenant(tenant_id, name, now)
+
+    async def list_tenants(self, who: Principal) -> list[Tenant]:
+        return await self.store.list_tenants(None if who.role == "operator" else who.tenant_id)
+
+    # ---- devices -----------------------------------------------------------------------------
+
+    async def add_device(self, who: Principal, tenant_id: str, mac: str, location: str) -> Device:
+        tenant = await self._tenant(who, tenant_id)
+        try:
+            mac = normalize_mac(mac)
+        except MacError as e:
+            raise Invalid(str(e), [{"field": "mac", "value": mac, "message": str(e)}]) from e
+        location = validate_location(location)
+        now = self.now()
+        device_id = new_device_id()
+        try:
+            async with self._transaction(now) as tx:
+                await tx.execute(
+                    "INSERT INTO devices (mac, device_id, tenant_id, location, state, created_at, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        mac,
+                        device_id,
+                        tenant_id,
+                        location,
+                        DeviceState.AWAITING_ACTIVATION,
+                        now,
+                        now,
+                    ),
+                )
+                await tx.mark_changed([mac])
+                await tx.audit(
+                    who.actor,
+                    tenant_id,
+                    "device.create",
+                    mac,
+                    None,
+                    {"mac": mac, "location": location},
+                )
+        except sqlite3.IntegrityError as e:
+            # A MAC belongs to at most one tenant; do not say which one holds it.
+            raise Conflict(f"MAC {mac} is already registered") from e
+        self._apply(
+            [DeviceView(mac, tenant_id, tenant.name, DeviceState.AWAITING_ACTIVATION, location)]
+        )
+        return Device(
+            mac, tenant_id, location, DeviceState.AWAITING_ACTIVATION, now, now, device_id
+        )
+
+    async def get_device(self, who: Principal, tenant_id: str, mac: str) -> Device:
+        await self._tenant(who, tenant_id)
+        norm = _mac_or_notfound(mac)
+        device = await self.store.get_device(norm, tenant_id)
+        if device is None:
+            raise NotFound(f"device {norm} not found in tenant {tenant_id!r}")
+        return device
+
+    async def list_devices(
+        self,
+        who: Principal,
+        tenant_id: str,
+        state: str | None = None,
+        q: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[int, list[Device]]:
+        await self._tenant(who, tenant_id)
+        if state is not None and state not in DeviceState.__members__.values():
+            raise Invalid(
+                f"state {state!r} is not one of: " + ", ".join(s.value for s in DeviceState)
+            )
+        if not 1 <= limit <= 1000:
+            raise Invalid("limit must be between 1 and 1000")
+        if offset < 0:
+            raise Invalid("offset must be 0 or more")
+        if q:
+            q = q.strip()
+            try:  # a full MAC in any accepted spelling finds the device
+                q = normalize_mac(q)
+            except MacError:
+                q = q.lower() if all(c in "0123456789abcdefABCDEF:-." for c in q) else q
+        return await self.store.list_devices(tenant_id, state, q or None, limit, offset)
+
+    async def update_device(
+        self, who: Principal, tenant_id: str, mac: str, location: str
+    ) -> Device:
+        before = await self.get_device(who, tenant_id, mac)
+        location = validate_location(location)
+        now = self.now()
+        async with self._transaction(now) as tx:
+            await tx.execute(
+                "UPDATE devices SET location = ?, updated_at = ? WHERE mac = ? AND tenant_id = ?",
+                (location, now, before.mac, tenant_id),
+            )
+            await tx.mark_changed([before.mac])
+            await tx.audit(
+                who.actor,
+                tenant_id,
+                "device.update",
+                before.mac,
+                {"location": before.location},
+                {"location": location},
+            )
+        await self.refresh([before.mac])
+        return await self.get_device(who, tenant_id, before.mac)
+
+    async def delete_device(self, who: Principal, tenant_id: str, mac: str) -> None:
+        before = await self.get_device(who, tenant_id, mac)
+        async with self._transaction(self.now()) as tx:
+            await revoke_device_tokens(tx, before.mac)
+            await tx.execute(
+                "DELETE FROM devices WHERE mac = ? AND tenant_id = ?", (before.mac, tenant_id)
+            )
+            await tx.mark_changed([before.mac])
+            await tx.audit(
+                who.actor,
+                tenant_id,
+                "device.delete",
+                before.mac,
+                {"mac": before.mac, "location": before.location, "state": before.state.value},
+                None,
+            )
+        self._apply([], [before.mac])
+
+    async def import_devices(
+        self,
+        who: Principal,
+        tenant_id: str,
+        rows: Sequence[ImportRow],
+        *,
+        dry_run: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Register every row in one transaction, or none: raises Invalid listing each bad row."""
+        tenant = await self._tenant(who, tenant_id)
+        existing = await self.store.existing_macs([r.mac for r in rows])
+        if existing:
+            details = [
+                {
+                    "row": r.row,
+                    "column": "MAC ID",
+                    "value": r.mac,
+                    "message": "this MAC is already registered; remove the row or delete the device first",
+                }
+                for r in rows
+                if r.mac in existing
+            ]
+            raise Invalid(f"{len(details)} row(s) name MACs that are already registered", details)
+        if dry_run or not rows:
+            return len(rows)
+        now = self.now()
+        total = len(rows)
+        state = DeviceState.AWAITING_ACTIVATION.value
+        try:
+            async with self._transaction(now) as tx:
+                for start in range(0, total, _IMPORT_CHUNK):
+                    chunk = rows[start : start + _IMPORT_CHUNK]
+                    await tx.executemany(
+                        "INSERT INTO devices (mac, device_id, tenant_id, location, state, "
+                        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            (r.mac, new_device_id(), tenant_id, r.location, state, now, now)
+                            for r in chunk
+                        ],
+                    )
+                    await tx.mark_changed([r.mac for r in chunk])
+                    await tx.audit_many(
+                        (
+                            who.actor,
+                            tenant_id,
+                            "device.import",
+                            r.mac,
+                            None,
+                            {"mac": r.mac, "location": r.location, "row": r.row},
+                        )
+                        for r in chunk
+                    )
+                    if progress:
+                        progress(min(start + _IMPORT_CHUNK, total), total)
+        except sqlite3.IntegrityError as e:
+            # Lost a race with another writer registering the same MAC: nothing was stored.
+            raise Conflict(f"import aborted, nothing stored: {e}") from e
+        self._apply(
+            [
+                DeviceView(
+                    r.mac, tenant_id, tenant.name, DeviceState.AWAITING_ACTIVATION, r.location
+                )
+                for r in rows
+            ]
+        )
+        return total
+
+    # ---- verification codes ------------------------------------------------------------------
+
+    async def generate_codes(
+        self,
+        who: Principal,
+        tenant_id: str,
+        macs: Sequence[str] | None = None,
+        all_awaiting_activation: bool = False,
+    ) -> list[IssuedCode]:
+        """Issue a fresh code per device (revoking any previous one); valid for `code_ttl`."""
+        await self._tenant(who, tenant_id)
+        if all_awaiting_activation == (macs is not None):
+            raise Invalid('give either "macs": [...] or "all_awaiting_activation": true')
+        if all_awaiting_activation:
+            targets = await self.store.macs_in_state(
+                tenant_id, DeviceState.AWAITING_ACTIVATION.value
+            )
+        else:
+            assert macs is not None
+            details: list[dict[str, object]] = []
+            targets = []
+            for i, raw in enumerate(macs):
+                try:
+                    targets.append(normalize_mac(raw))
+                except (MacError, TypeError) as e:
+                    details.append({"index": i, "value": raw, "message": str(e)})
+            if details:
+                raise Invalid("some MACs are not valid", details)
+            targets = list(dict.fromkeys(targets))
+            found = await self.store.devices_in(tenant_id, targets)
+            for i, m in enumerate(targets):
+                d = found.get(m)
+                if d is None:
+                    details.append(
+                        {"index": i, "value": m, "message": "not registered in this tenant"}
+                    )
+                elif d.state != DeviceState.AWAITING_ACTIVATION:
+                    details.append(
+                        {
+                            "index": i,
+                            "value": m,
+                            "message": f"device is {d.state.value}; reset it to issue a new code",
+                        }
+                    )
+            if details:
+                raise Invalid(
+                    "codes can only be issued for registered devices awaiting activation", details
+                )
+        now_dt = self.clock()
+        now = iso(now_dt)
+        expires = iso(now_dt + self.code_ttl)
+        # CPU work off the event loop: the DHCP/mDNS responders share it.
+        rows_out, issued = await asyncio.to_thread(self._mint_codes, targets, now, expires)
+        async with self._transaction(now) as tx:
+            for start in range(0, len(rows_out), _IMPORT_CHUNK):
+                chunk = rows_out[start : start + _IMPORT_CHUNK]
+                # INSERT OR REPLACE: regenerating revokes the previous code and its attempt count.
+                await tx.executemany(
+                    "INSERT OR REPLACE INTO codes (mac, digest, sealed, created_at, expires_at, "
+                    "used_at, failed_attempts) VALUES (?, ?, ?, ?, ?, NULL, 0)",
+                    chunk,
+                )
+                await tx.audit_many(
+                    (who.actor, tenant_id, "code.generate", r[0], None, {"expires_at": expires})
+                    for r in chunk
+                )
+        return issued
+
+    def _mint_codes(
+        self, targets: Sequence[str], now: str, expires: str
+    ) -> tuple[list[tuple[str, bytes, bytes, str, str]], list[IssuedCode]]:
+        rows: list[tuple[str, bytes, bytes, str, str]] = []
+        issued: list[IssuedCode] = []
+        for mac in targets:
+            code = generate_code()
+            rows.append(
+                (mac, self.vault.digest(mac, code), self.vault.seal(mac, code), now, expires)
+            )
+            issued.append(IssuedCode(mac, format_code(code), expires))
+        return rows, issued
+
+    def code_is_current(
+        self, expires_at: str | None, used_at: str | None, failed: int | None, now: str
+    ) -> bool:
+        return (
+            expires_at is not None
+            and used_at is None
+            and expires_at > now
+            and (failed or 0) < self.max_attempts
+        )
+
+    async def export(
+        self, who: Principal, tenant_id: str, state: str | None = None
+    ) -> list[ExportRow]:
+        await self._tenant(who, tenant_id)
+        if state is not None and state not in DeviceState.__members__.values():
+            raise Invalid(
+                f"state {state!r} is not one of: " + ", ".join(s.value for s in DeviceState)
+            )
+        rows = await self.store.export_rows(tenant_id, state)
+        return await asyncio.to_thread(self._export_rows, rows, self.now())
+
+    def _export_rows(
+        self,
+        rows: Sequence[tuple[str, str, str, bytes | None, str | None, str | None, int | None]],
+        now: str,
+    ) -> list[ExportRow]:
+        out = []
+        for mac, loc, st, sealed, expires, used, failed in rows:
+            current = (
+                st == DeviceState.AWAITING_ACTIVATION
+                and sealed is not None
+                and self.code_is_current(expires, used, failed, now)
+            )
+            code = format_code(self.vault.unseal(mac, sealed)) if current and sealed else ""
+            out.append(ExportRow(mac, loc, code, expires if current and expires else "", st))
+        return out
+
+    # ---- provisioning (the technician's code entry) -------------------------------------------
+
+    async def redeem(
+        self,
+        mac: str,
+        code: str,
+        source: str,
+        *,
+        dhcp_address: str | None = None,
+        require_dhcp_match: bool = False,
+    ) -> Redemption:
+        """Check `code` for `mac` and bind the device to its tenant: exactly one success per code.
+
+        Raises Invalid for a malformed MAC or code (not counted as an attempt).
+        """
+        mac = _mac_or_notfound(mac)
+        try:
+            entered = normalize_code(code)
+        except CodeFormatError as e:
+            raise Invalid(str(e), [{"field": "code", "message": str(e)}]) from e
+        now = self.now()
+        actor = f"device:{mac}@{source}"
+        secret = secrets.token_urlsafe(32)
+        async with self._transaction(now) as tx:
+            row = await tx.fetchone(
+                "SELECT d.tenant_id, t.name, d.state, d.device_id, c.digest, c.expires_at, "
+                "c.used_at, c.failed_attempts FROM devices d JOIN tenants t ON t.id = d.tenant_id "
+                "LEFT JOIN codes c ON c.mac = d.mac WHERE d.mac = ?",
+                (mac,),
+            )
+            if row is None:
+                return Redemption(
+                    "not_registered",
+                    f"This device ({mac}) is not registered with Imprint. Ask your admin to "
+                    "register its MAC address, then enter the code again.",
+                    mac,
+                )
+            tenant_id, tenant_name, state, device_id, digest, expires, used, failed = row
+
+            async def fail(error: str, message: str, left: int | None = None) -> Redemption:
+                await tx.audit(
+                    actor,
+                    tenant_id,
+                    "provision.failed",
+                    mac,
+                    None,
+                    {"reason": error, "source": source, "attempts_left": left},
+                )
+                return Redemption(error, message, mac, attempts_left=left)
+
+            if state != DeviceState.AWAITING_ACTIVATION:
+                return await fail(
+                    "already_provisioned",
+                    "This device is already provisioned. If it must be provisioned again, ask "
+                    "your admin to reset it and issue a new code.",
+                )
+            if digest is None or used is not None:
+                return await fail(
+                    "no_code",
+                    "No verification code has been issued for this device. Ask your admin to "
+                    "generate one.",
+                )
+            if failed >= self.max_attempts:
+                return await fail(
+                    "locked",
+                    "This device is locked after too many wrong codes. Ask your admin to issue "
+                    "a new code.",
+                    0,
+                )
+            if expires <= now:
+                return await fail(
+                    "expired_code",
+                    f"This code expired at {expires} UTC. Ask your admin for a new code.",
+                )
+            if not self.vault.matches(mac, entered, digest):
+                await tx.execute(
+                    "UPDATE codes SET failed_attempts = failed_attempts + 1 WHERE mac = ?", (mac,)
+                )
+                left = self.max_attempts - failed - 1
+                if left <= 0:
+                    return await fail(
+                        "locked",
+                        "That code is not right, and this device is now locked. Ask your admin "
+                        "to issue a new code.",
+                        0,
+                    )
+                return await fail(
+                    "wrong_code",
+                    f"That code is not right for this device. Check the code listed for {mac}; "
+                    f"{left} attempt{'s' if left != 1 else ''} left.",
+                    left,
+                )
+            warning = None
+            if dhcp_address is not None and dhcp_address != source:
+                warning = f"code entered from {source}, but DHCP saw this MAC at {dhcp_address}"
+                if require_dhcp_match:
+                    return await fail(
+                        "address_mismatch",
+                        "This request does not come from the address the network gave this "
+                        "device. Enter the code on the device itself.",
+                    )
+            # One atomic conditional update: of concurrent redemptions only one finds the code
+            # unused (BEGIN IMMEDIATE serialises them here; the WHERE clause is what would keep
+            # it exactly-once on a store without that lock).
+            cur = await tx.execute(
+                "UPDATE codes SET used_at = ? WHERE mac = ? AND used_at IS NULL AND "
+                "expires_at > ? AND failed_attempts < ?",
+                (now, mac, now, self.max_attempts),
+            )
+            if cur.rowcount != 1:
+                return await fail("no_code", "This code has already been used.")
+            await tx.execute(
+                "UPDATE devices SET state = ?, client_secret_hash = ?, provisioned_at = ?, "
+                "provisioned_from = ?, updated_at = ? WHERE mac = ? AND state = ?",
+                (
+                    DeviceState.AWAITING_SIGN_IN,
+                    token_digest(secret),
+                    now,
+                    source,
+                    now,
+                    mac,
+                    DeviceState.AWAITING_ACTIVATION,
+                ),
+            )
+            await tx.mark_changed([mac])
+            await tx.audit(
+                actor,
+                tenant_id,
+                "provision.success",
+                mac,
+                {"state": DeviceState.AWAITING_ACTIVATION.value},
+                {
+                    "state": DeviceState.AWAITING_SIGN_IN.value,
+                    "source": source,
+                    **({"warning": warning} if warning else {}),
+                },
+            )
+        await self.refresh([mac])
+        return Redemption(
+            None,
+            f"Provisioned to {tenant_name}.",
+            mac,
+            tenant=Tenant(tenant_id, tenant_name, ""),
+            device_id=device_id,
+            client_secret=secret,
+            warning=warning,
+        )
+
+    async def reset_device(self, who: Principal, tenant_id: str, mac: str) -> Device:
+        """Back to awaiting activation: revokes the device's credential and its code."""
+        before = await self.get_device(who, tenant_id, mac)
+        now = self.now()
+        async with self._transaction(now) as tx:
+            await tx.execute(
+                "UPDATE devices SET state = ?, client_secret_hash = NULL, provisioned_at = NULL, "
+                "provisioned_from = NULL, signed_in_user = NULL, updated_at = ? "
+                "WHERE mac = ? AND tenant_id = ?",
+                (DeviceState.AWAITING_ACTIVATION, now, before.mac, tenant_id),
+            )
+            await tx.execute("DELETE FROM codes WHERE mac = ?", (before.mac,))
+            await revoke_device_tokens(tx, before.mac)  # its sign-in ends with its credential
+            await tx.mark_changed([before.mac])
+            await tx.audit(
+                who.actor,
+                tenant_id,
+                "device.reset",
+                before.mac,
+                {"state": before.state.value},
+                {"state": DeviceState.AWAITING_ACTIVATION.value},
+            )
+        await self.refresh([before.mac])
+        return await self.get_device(who, tenant_id, before.mac)
+
+    # ---- tokens and audit ----------------------------------------------------------------------
+
+    async def create_token(
+        self, actor: str, role: Role, tenant_id: str | None, name: str = ""
+    ) -> tuple[str, TokenRow]:
+        """Make an API token; the secret is returned once and only its digest is stored."""
+        if role not in ("operator", "admin"):
+            raise Invalid("role must be 'operator' or 'admin'")
+        if role == "admin":
+            if not tenant_id:
+                raise Invalid("an admin token belongs to one tenant: give --tenant")
+            if await self.store.get_tenant(tenant_id) is None:
+                raise NotFound(f"tenant {tenant_id!r} not found")
+        elif tenant_id:
+            raise Invalid("an operator token covers all tenants: do not give a tenant")
+        token = "imp_" + secrets.token_urlsafe(32)
+        token_id = secrets.token_hex(6)
+        now = self.now()
+        async with self._transaction(now) as tx:
+            await tx.execute(
+                "INSERT INTO api_tokens (id, digest, role, tenant_id, name, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (token_id, token_digest(token), role, tenant_id, name, now),
+            )
+            await tx.audit(
+                actor,
+                tenant_id,
+                "token.create",
+                token_id,
+                None,
+                {"role": role, "tenant": tenant_id, "name": name},
+            )
+        return token, TokenRow(token_id, role, tenant_id, name, now, None)
+
+    async def revoke_token(self, actor: str, token_id: str) -> None:
+        now = self.now()
+        async with self._transaction(now) as tx:
+            cur = await tx.execute(
+                "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (now, token_id),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"no active token with id {token_id!r}")
+            await tx.audit(actor, None, "token.revoke", token_id, None, None)
+
+    async def authenticate(self, token: str) -> Principal | None:
+        row = await self.store.token_by_digest(token_digest(token))
+        if row is None or row.revoked_at is not None:
+            return None
+        role: Role = "operator" if row.role == "operator" else "admin"
+        return Principal(actor=f"token:{row.id}", role=role, tenant_id=row.tenant_id)
+
+    async def audit(
+        self, who: Principal, tenant_id: str, limit: int = 100, before_id: int | None = None
+    ) -> list[AuditRow]:
+        await self._tenant(who, tenant_id)
+        if not 1 <= limit <= 1000:
+            raise Invalid("limit must be between 1 and 1000")
+        return await self.store.list_audit(tenant_id, limit, before_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Redemption:
+    """The outcome of a technician's code entry; `error` is None on success."""
+
+    error: str | None
+    message: str
+    mac: str
+    attempts_left: int | None = None
+    tenant: Tenant | None = None
+    device_id: str | None = None
+    client_secret: str | None = None
+    warning: str | None = None
+
+
+def new_device_id() -> str:
+    return "dev_" + secrets.token_hex(12)
+
+
+def _mac_or_notfound(mac: str) -> str:
+    try:
+        return normalize_mac(mac)
+    except MacError as e:
+        raise Invalid(str(e), [{"field": "mac", "value": mac, "message": str(e)}]) from e
+
+
+__all__ = ["Registry", "Principal", "ImportRow", "IssuedCode", "ExportRow", "Tx", "iso"]
