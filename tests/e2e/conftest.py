@@ -1,4 +1,4 @@
-"""Fixtures for end-to-end tests in network namespaces (see tests/netns.py)."""
+"""Fixtures for end-to-end tests in network namespaces (see tests/helpers/netns.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.netns import (
+from tests.helpers.netns import (
     Topology,
     netns_unavailable_reason,
     require_root_netns,

@@ -20,8 +20,7 @@ import pytest
 from scapy.layers.dhcp import BOOTP, DHCP, DHCPRevOptions
 from scapy.layers.inet import IP, UDP
 
-from tests.e2e.imprint_server import Frame, ImprintServer, capture, emulator_argv
-from tests.netns import (
+from tests.helpers.netns import (
     LAN_PREFIX,
     REMOTE_PREFIX,
     SERVER_IP,
@@ -34,6 +33,7 @@ from tests.netns import (
     run_udhcpc,
     write_mac_list,
 )
+from tests.helpers.server import Frame, ImprintServer, capture, emulator_argv
 
 pytestmark = pytest.mark.netns
 

@@ -20,8 +20,8 @@ import pytest
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import ICMP, IP, UDP
 
-from tests.e2e.imprint_server import Frame, ImprintServer, capture, emulator_argv
-from tests.netns import SERVER_IP, Node, Topology, require_root_netns
+from tests.helpers.netns import SERVER_IP, Node, Topology, require_root_netns
+from tests.helpers.server import Frame, ImprintServer, capture, emulator_argv
 
 pytestmark = pytest.mark.netns
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import (
+from tests.helpers.netns import (
     LAN_CIDR,
     PREFIX,
     REMOTE_CIDR,

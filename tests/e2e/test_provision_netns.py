@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 
 from server.provisioning.codes import ALPHABET
-from tests.e2e.imprint_server import ImprintServer, emulator_argv
-from tests.netns import SERVER_IP, Node, Topology, host_mac, require_root_netns
+from tests.helpers.netns import SERVER_IP, Node, Topology, host_mac, require_root_netns
+from tests.helpers.server import ImprintServer, emulator_argv
 
 pytestmark = pytest.mark.netns
 

@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.imprint_server import ImprintServer, imprint_argv, wait_until
-from tests.netns import (
+from tests.helpers.netns import (
     LAN_PREFIX,
     SERVER_IP,
     KeaDhcp4,
@@ -30,6 +29,7 @@ from tests.netns import (
     require_root_netns,
     run_udhcpc,
 )
+from tests.helpers.server import ImprintServer, imprint_argv, wait_until
 
 pytestmark = pytest.mark.netns
 

@@ -26,7 +26,7 @@ from typing import IO, Any
 import pytest
 
 from tests.e2e.test_provision_loopback import TENANT, TENANT_NAME, Lab, script, start_lab
-from tests.oauth_util import PASSWORD, PageParser, fill, parse
+from tests.helpers.oauth import PASSWORD, PageParser, fill, parse
 
 USER = "room-42@lab.example"
 WAIT = 30.0  # seconds for each step; the poll interval is the server's default 5 s

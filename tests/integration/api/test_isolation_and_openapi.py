@@ -1,0 +1,90 @@
+"""A tenant admin's token can never read or change another tenant; the OpenAPI document covers
+every route the server serves."""
+
+from __future__ import annotations
+
+import re
+
+from server.web.keys import SERVICES
+from tests.helpers.app import Api
+
+MAC_A, MAC_B = "02:00:5e:00:0a:01", "02:00:5e:00:0b:01"
+SAMPLE_BODIES = {
+    "/api/v1/tenants/{tenant}/devices": {"mac": "02:00:5e:00:0b:99", "location": "x"},
+    "/api/v1/tenants/{tenant}/devices/{mac}": {"location": "hijacked"},
+    "/api/v1/tenants/{tenant}/verification-codes": {"all_awaiting_activation": True},
+}
+
+
+async def test_every_tenant_route_answers_404_to_another_tenants_admin(api: Api) -> None:
+    for tid in ("a", "b"):
+        assert (await api.call("POST", "/api/v1/tenants", json={"id": tid, "name": tid.upper()}))[
+            0
+        ] == 201
+    await api.call("POST", "/api/v1/tenants/a/devices", json={"mac": MAC_A, "location": "A"})
+    await api.call("POST", "/api/v1/tenants/b/devices", json={"mac": MAC_B, "location": "B"})
+    token_a, row_a = await api.registry.create_token("test", "admin", "a")
+
+    # API routes only: the admin UI's pages under /ui (session cookies, not tokens) have their
+    # own isolation test in test_ui_security.py.
+    tenant_routes = [
+        r
+        for r in api.client.app.router.routes()
+        if "{tenant}" in (r.resource.canonical if r.resource else "")
+        and r.method != "HEAD"
+        and not _is_ui(r.resource.canonical if r.resource else "")
+    ]
+    assert len(tenant_routes) >= 9
+    for route in tenant_routes:
+        assert route.resource is not None
+        path = route.resource.canonical.replace("{tenant}", "b").replace("{mac}", MAC_B)
+        body = SAMPLE_BODIES.get(route.resource.canonical)
+        kwargs = {"json": body} if body else {"data": b"MAC ID,Location\n02:00:5e:00:0b:77,x\n"}
+        status, resp = await api.call(route.method, path, token=token_a, **kwargs)
+        assert status == 404, (route.method, path, status, resp)
+
+    # Nothing of tenant b changed, and its own admin sees it all.
+    status, body = await api.call("GET", "/api/v1/tenants/b/devices")
+    assert body["count"] == 1 and body["results"][0]["location"] == "B"
+    status, body = await api.call("GET", "/api/v1/tenants/b/audit")
+    assert body["count"] >= 2
+    assert all(e["actor"] != f"token:{row_a.id}" for e in body["results"])
+
+    # Tenant a's admin sees only tenant a, and cannot create tenants.
+    status, body = await api.call("GET", "/api/v1/tenants", token=token_a)
+    assert [t["id"] for t in body["results"]] == ["a"]
+    status, _ = await api.call(
+        "POST", "/api/v1/tenants", token=token_a, json={"id": "c", "name": "C"}
+    )
+    assert status == 404
+    status, body = await api.call("GET", "/api/v1/tenants/a/devices", token=token_a)
+    assert status == 200 and [d["mac"] for d in body["results"]] == [MAC_A]
+
+
+def _is_ui(path: str) -> bool:
+    return path == "/ui" or path.startswith("/ui/")
+
+
+async def test_openapi_document_covers_every_route(api: Api) -> None:
+    async with api.client.get("/api/v1/openapi.json") as r:
+        assert r.status == 200
+        doc = await r.json()
+    assert doc["openapi"].startswith("3.1")
+    served = set()
+    for route in api.client.app.router.routes():
+        if route.method in ("HEAD", "OPTIONS") or route.resource is None:
+            continue
+        if _is_ui(route.resource.canonical):
+            continue  # admin UI pages and their static files are HTML, not API (`/` is documented)
+        served.add((route.method.lower(), route.resource.canonical))
+    documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
+    missing = served - documented
+    assert not missing, f"routes missing from openapi.json: {sorted(missing)}"
+    for _, path in served:
+        for name in re.findall(r"{(\w+)}", path):
+            ops = doc["paths"][path]
+            for op in ops.values():
+                assert any(
+                    p["name"] == name and p["in"] == "path" for p in op.get("parameters", [])
+                ), (path, name)
+    assert api.client.app[SERVICES].openapi == doc
