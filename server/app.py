@@ -24,6 +24,7 @@ from aiohttp import web
 from server import __version__
 from server.admin import ui as admin_web
 from server.api import http as api
+from server.api import users as api_users
 from server.config import ConfigError, Settings, load_settings
 from server.core.logs import setup_logging
 from server.core.metrics import Registry as MetricsRegistry
@@ -53,7 +54,7 @@ from server.registry.discovered import DiscoveredDevices
 from server.registry.model import ProvisioningEndpoint
 from server.registry.service import Registry
 from server.store.sqlite import SqliteStore
-from server.web.errors import error_middleware
+from server.web.errors import json_errors
 from server.web.keys import SERVICES, Services
 from server.web.routes import RouteTable, build_openapi
 
@@ -392,19 +393,23 @@ def build_app(
     # Wrong codes from one address: 10 in a burst, then one every 10 s (per-device locking after
     # [codes] max_attempts is the other half; this one slows a host that cycles through MACs).
     services.provision_failures = FailureLimiter(0.1, 10)
-    app = web.Application(
-        middlewares=[error_middleware, api.auth_middleware],
-        client_max_size=settings.http.max_upload_bytes,
-    )
+    # The root is the device-facing audience (/provision, /healthz, /readyz, /metrics and the
+    # OAuth discovery document); every other audience is a sub-application with exactly its
+    # own middlewares and error renderer, so no middleware tests the path.
+    app = web.Application(middlewares=[json_errors], client_max_size=settings.http.max_upload_bytes)
     app[SERVICES] = services
     _setup_ops(app)  # HTTP latency histogram (outermost middleware), imprint_build_info
-    tables = [meta, api.routes, provisioning.routes, oauth_web.routes, admin_web.routes]
-    for t in tables:
+    root_tables = [meta, provisioning.routes, oauth_web.well_known, admin_web.root_routes]
+    for t in root_tables:
         t.add_to(app)
+    app.add_subapp(api.PREFIX, api.sub_app(services, [api.routes, api_users.routes]))
+    for prefix, sub in oauth_web.sub_apps(services):
+        app.add_subapp(prefix, sub)
+    app.add_subapp(admin_web.PREFIX, admin_web.sub_app(services))
+    tables = [*root_tables, api.routes, api_users.routes, *oauth_web.routes, admin_web.routes]
     services.openapi = build_openapi(tables, title="Imprint", version=__version__)
     app.cleanup_ctx.append(_store_ctx(clock))
     app.cleanup_ctx.append(_oauth_ctx)
-    admin_web.setup(app)  # templates, /ui/static, the UI middleware, admin sessions
     app.cleanup_ctx.append(_run_dhcp)
     app.cleanup_ctx.append(_run_mdns)
     return app

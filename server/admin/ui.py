@@ -15,7 +15,7 @@ import asyncio
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,12 +38,15 @@ from server.provisioning.codes import format_code
 from server.registry.csvio import TEMPLATE, CsvError, RowError, parse_upload, write_export
 from server.registry.model import Device, DeviceState, Tenant
 from server.registry.service import ImportRow, Principal, Registry, iso
-from server.store.base import Conflict, Invalid, NotFound, StoreError
-from server.web.keys import SERVICES, NotReady
+from server.store.base import Conflict, Invalid, NotFound
+from server.web.errors import Handler, Problem, error_middleware
+from server.web.keys import SERVICES, NotReady, Services, cookies_secure
 from server.web.routes import RouteTable
 
 log = logging.getLogger("imprint.admin")
-routes = RouteTable()
+PREFIX = "/ui"
+routes = RouteTable()  # mounted at PREFIX (sub_app)
+root_routes = RouteTable()  # on the root application: "/" redirects to the UI
 
 JINJA = web.AppKey("imprint_admin_jinja", jinja2.Environment)
 SESSION = web.RequestKey("imprint_admin_session", AdminSession)
@@ -237,10 +240,6 @@ def _admin_store(request: web.Request) -> AdminStore:
     return _svc_auth(request).store
 
 
-def _secure(request: web.Request) -> bool:
-    return request.secure or request.app[SERVICES].public_url.startswith("https://")
-
-
 def _form(request: web.Request) -> MultiDictProxy[Any]:
     return request[FORM]
 
@@ -299,7 +298,6 @@ def _static_url(app: web.Application) -> Callable[[str], str]:
 
 # ---- the middleware: sessions, CSRF, HTML errors, security headers ----------------------------
 
-_PUBLIC = frozenset({"/ui/login"})
 _SECURITY_HEADERS = {
     # No inline script or style anywhere in the templates, so the policy can be strict.
     "Content-Security-Policy": (
@@ -312,58 +310,42 @@ _SECURITY_HEADERS = {
 }
 
 
-def _is_ui(path: str) -> bool:
-    return path == "/ui" or path.startswith("/ui/")
+# What the UI says where the house table's message is written for API clients.
+_UI_MESSAGES = {
+    "not_ready": "The server is not ready; try again shortly.",
+    "internal": "An internal error occurred; see the server log.",
+}
+
+
+async def render_html(request: web.Request, problem: Problem) -> web.StreamResponse:
+    """The UI's error renderer: the house table's status and title, as an HTML page."""
+    if problem.code == "too_large":
+        limit = request.app[SERVICES].settings.http.max_upload_bytes
+        message = (
+            f"The upload is larger than the limit of {size_text(limit)}. Split the file, "
+            "or raise [http] max_upload_bytes."
+        )
+    else:
+        message = _UI_MESSAGES.get(problem.code, problem.message)
+    return await _error_page(request, problem.status, problem.title, message)
 
 
 @web.middleware
-async def ui_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """For /ui: find the session, check CSRF on POST, and answer errors as HTML pages."""
-    if not _is_ui(request.path):
-        return await handler(request)
-    try:
-        response = await _guarded(request, handler)
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[SERVICES].settings.http.max_upload_bytes
-        response = await _error_page(
-            request,
-            413,
-            "File too large",
-            f"The upload is larger than the limit of {size_text(limit)}. Split the file, "
-            "or raise [http] max_upload_bytes.",
-        )
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        response = await _error_page(request, e.status, e.reason, e.text or "")
-    except NotFound as e:
-        response = await _error_page(request, 404, "Not found", str(e))
-    except Invalid as e:
-        response = await _error_page(request, 422, "Not possible", str(e))
-    except Conflict as e:
-        response = await _error_page(request, 409, "Not possible", str(e))
-    except StoreError as e:
-        response = await _error_page(request, 400, "Not possible", str(e))
-    except NotReady:
-        response = await _error_page(
-            request, 503, "Starting or stopping", "The server is not ready; try again shortly."
-        )
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        response = await _error_page(
-            request, 500, "Something went wrong", "An internal error occurred; see the server log."
-        )
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every /ui answer, error pages included, carries the strict page policy."""
+    response = await handler(request)
     for k, v in _SECURITY_HEADERS.items():
         response.headers.setdefault(k, v)
     return response
 
 
-async def _guarded(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    if request.path.startswith("/ui/static/") or request.path in _PUBLIC:
+@web.middleware
+async def session_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Find the admin's session (or send to sign-in) and check CSRF on every form post; the
+    sign-in pages and static files are declared public (`auth="none"`) and pass."""
+    if request.match_info.route.handler in _PUBLIC or isinstance(
+        request.match_info.route.resource, web.StaticResource
+    ):
         return await handler(request)
     token = request.cookies.get(SESSION_COOKIE)
     lookup = await _svc_auth(request).lookup(token)
@@ -415,7 +397,7 @@ async def _error_page(request: web.Request, status: int, title: str, message: st
 # ---- sign in and out -------------------------------------------------------------------------
 
 
-@routes.route(
+@root_routes.route(
     "GET",
     "/",
     summary="The admin web UI (redirects to /ui)",
@@ -435,7 +417,7 @@ def _cookie(
         value,
         path=path,
         httponly=True,
-        secure=_secure(request),
+        secure=cookies_secure(request),
         samesite="Strict",
     )
 
@@ -1415,8 +1397,19 @@ async def _admin_ctx(app: web.Application) -> AsyncIterator[None]:
         svc.admin = None
 
 
-def setup(app: web.Application) -> None:
-    """Templates, static files, the UI middleware and the session service (after the store)."""
+_PUBLIC = routes.public_handlers()  # the sign-in pages
+
+
+def sub_app(services: Services) -> web.Application:
+    """The /ui audience: Jinja templates, static files, admin sessions and CSRF, HTML errors.
+
+    Middlewares, outermost first: the page security headers (on error pages too), the HTML
+    error renderer (statuses from the one table in server/web/errors.py), the session guard."""
+    app = web.Application(
+        middlewares=[security_headers, error_middleware(render_html), session_guard],
+        client_max_size=services.settings.http.max_upload_bytes,
+    )
+    app[SERVICES] = services
     env = aiohttp_jinja2.setup(
         app,
         app_key=JINJA,
@@ -1433,9 +1426,10 @@ def setup(app: web.Application) -> None:
         csrf_field=CSRF_FIELD,
     )
     app[UI] = UiState()
-    app.router.add_static("/ui/static", STATIC_DIR, name="ui-static", append_version=True)
-    app.middlewares.append(ui_middleware)
+    routes.add_to(app, PREFIX)
+    app.router.add_static("/static", STATIC_DIR, name="ui-static", append_version=True)
     app.cleanup_ctx.append(_admin_ctx)
+    return app
 
 
-__all__ = ["routes", "setup", "ui_middleware", "SESSION_COOKIE", "CSRF_FIELD"]
+__all__ = ["routes", "root_routes", "sub_app", "PREFIX", "SESSION_COOKIE", "CSRF_FIELD"]

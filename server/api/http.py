@@ -18,8 +18,8 @@ from server.registry.csvio import TEMPLATE, CsvError, parse_upload, write_export
 from server.registry.model import Device, DeviceState, Tenant
 from server.registry.service import Principal, Registry, iso
 from server.store.base import Invalid
-from server.web.errors import ApiError
-from server.web.keys import SERVICES
+from server.web.errors import ApiError, json_errors
+from server.web.keys import SERVICES, Services
 from server.web.routes import Param, RouteTable
 
 routes = RouteTable()
@@ -201,8 +201,8 @@ def bool_query(request: web.Request, name: str) -> bool:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Resolve `Authorization: Bearer` for /api/v1 routes (except the public ones)."""
-    if request.path.startswith("/api/") and request.path not in PUBLIC_PATHS:
+    """`Authorization: Bearer` for every /api/v1 route but those declared `auth="none"`."""
+    if request.match_info.route.handler not in _PUBLIC:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -218,8 +218,6 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     resp: web.StreamResponse = await handler(request)
     return resp
 
-
-PUBLIC_PATHS = frozenset({"/api/v1/openapi.json", "/api/v1/devices/template.csv"})
 
 T = Param("tenant", "path", {"type": "string"}, "tenant id")
 M = Param("mac", "path", {"type": "string"}, "MAC address in any accepted spelling")
@@ -562,4 +560,20 @@ async def discovered(request: web.Request) -> web.Response:
     return web.json_response({"count": len(results), "results": results})
 
 
-__all__ = ["routes", "auth_middleware", "__version__"]
+_PUBLIC = routes.public_handlers()  # the OpenAPI document and the CSV template
+PREFIX = "/api/v1"
+
+
+def sub_app(services: Services, tables: list[RouteTable]) -> web.Application:
+    """The /api/v1 audience: bearer tokens, JSON errors (statuses from server/web/errors.py)."""
+    app = web.Application(
+        middlewares=[json_errors, auth_middleware],
+        client_max_size=services.settings.http.max_upload_bytes,
+    )
+    app[SERVICES] = services
+    for table in tables:
+        table.add_to(app, PREFIX)
+    return app
+
+
+__all__ = ["routes", "sub_app", "PREFIX", "__version__"]

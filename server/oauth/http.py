@@ -1,8 +1,8 @@
-"""Remote sign-in over HTTP: the RFC 8628 endpoints, the verification page, tenant user accounts
-and the admin's "Sign in a user" / sign-out.
+"""Remote sign-in over HTTP: the RFC 8628 endpoints (/oauth2, /.well-known) and the
+verification page (/device). The admin's side of sign-in (tenant user accounts, "Sign in a user",
+sign-out) is part of the REST API: server/api/users.py.
 
-OAuth endpoints answer errors in the RFC 6749 §5.2 form (`error`, `error_description`); the
-/api/v1 routes use the house error format like the rest of the API.
+OAuth endpoints answer errors in the RFC 6749 §5.2 form (`error`, `error_description`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from urllib.parse import parse_qsl
 
 import jinja2
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from server.api.http import DeviceOut, M, T, device_out, json_body, who
 from server.oauth.service import (
     OAuthError,
     OAuthService,
@@ -31,11 +30,15 @@ from server.oauth.service import (
 from server.oauth.store import UserRow
 from server.provisioning.codes import CodeFormatError, format_code, normalize_code
 from server.store.base import Invalid
-from server.web.errors import ApiError
-from server.web.keys import SERVICES
+from server.web.errors import ApiError, Handler, Problem, error_middleware
+from server.web.keys import SERVICES, Services, cookies_secure
 from server.web.routes import Param, RouteTable
 
-routes = RouteTable()
+well_known = RouteTable()  # on the root application (RFC 8414 puts it there)
+endpoints = RouteTable()  # mounted at /oauth2: RFC 6749 §5.2 errors
+page = RouteTable()  # mounted at /device: the verification page, HTML errors
+OAUTH_PREFIX = "/oauth2"
+PAGE_PREFIX = "/device"
 log = logging.getLogger("imprint.oauth")
 
 FORM = "application/x-www-form-urlencoded"
@@ -119,7 +122,7 @@ class TokenOut(BaseModel):
     scope: str | None = None
 
 
-@routes.route(
+@well_known.route(
     "GET",
     "/.well-known/oauth-authorization-server",
     summary="OAuth authorization server metadata (RFC 8414)",
@@ -133,7 +136,7 @@ async def oauth_metadata(request: web.Request) -> web.Response:
     )
 
 
-@routes.route(
+@endpoints.route(
     "GET",
     "/oauth2/jwks",
     summary="Public keys that sign access tokens (JWK Set, RFC 7517)",
@@ -149,7 +152,7 @@ async def oauth_jwks(request: web.Request) -> web.Response:
     )
 
 
-@routes.route(
+@endpoints.route(
     "POST",
     "/oauth2/device_authorization",
     summary="Start a device sign-in (RFC 8628 §3.1): form client_id, optional scope",
@@ -180,7 +183,7 @@ async def device_authorization(request: web.Request) -> web.Response:
     return _json(result.as_dict())
 
 
-@routes.route(
+@endpoints.route(
     "POST",
     "/oauth2/token",
     summary="Token endpoint: device_code (RFC 8628 §3.4) and refresh_token grants",
@@ -213,7 +216,7 @@ async def token(request: web.Request) -> web.Response:
     return _json(body)
 
 
-@routes.route(
+@endpoints.route(
     "POST",
     "/oauth2/introspect",
     summary="Is this access or refresh token active now? (RFC 7662; API token as Bearer)",
@@ -283,10 +286,6 @@ def _csrf_cookie(request: web.Request) -> str | None:
     return value if _CSRF_SHAPE.match(value) else None
 
 
-def _secure(request: web.Request) -> bool:
-    return request.app[SERVICES].public_url.startswith("https://")
-
-
 def _result(title: str, message: str, kind: str, status: int, **kw: Any) -> web.Response:
     return _render(
         "verify_result.html", status, title=title, message=message, kind=kind, again="device", **kw
@@ -306,7 +305,7 @@ def _form_page(
         "verify.html",
         status,
         csrf=csrf,
-        secure=_secure(request),
+        secure=cookies_secure(request),
         title="Sign in a device",
         error=error,
         user_code=user_code,
@@ -314,7 +313,7 @@ def _form_page(
     )
 
 
-@routes.route(
+@page.route(
     "GET",
     "/device",
     summary="Verification page: enter the device's user code and sign in (RFC 8628 §3.3)",
@@ -333,7 +332,7 @@ async def device_page(request: web.Request) -> web.Response:
     return _form_page(request, csrf, user_code=shown)
 
 
-@routes.route(
+@page.route(
     "POST",
     "/device",
     summary="Verification page form posts: step=login (code, username, password), then "
@@ -450,7 +449,7 @@ async def _login(
     return _render(
         "verify_confirm.html",
         csrf=csrf,
-        secure=_secure(request),
+        secure=cookies_secure(request),
         title="Confirm the device",
         user_label=_user_label(user),
         tenant_name=pending.tenant_name,
@@ -500,204 +499,39 @@ async def _decide(
     return _result("Sign-in denied", outcome.message, "ok", 200)
 
 
-# ---- admin: "Sign in a user", sign-out ---------------------------------------------------------------
+routes = (well_known, endpoints, page)  # for the OpenAPI document
 
 
-class SignInOut(BaseModel):
-    mac: str
-    user_code: str = Field(description="the code the device shows (XXXX-XXXX)")
-    verification_uri: str
-    verification_uri_complete: str = Field(description="opens the page with the code filled in")
-    expires_at: str
+async def render_oauth(request: web.Request, problem: Problem) -> web.StreamResponse:
+    """Failures the endpoints did not answer themselves, in the RFC 6749 §5.2 form."""
+    code = problem.code
+    if problem.status >= 500:
+        code = "temporarily_unavailable" if problem.status == 503 else "server_error"
+    return _json({"error": code, "error_description": problem.message}, problem.status)
 
 
-@routes.route(
-    "POST",
-    "/api/v1/tenants/{tenant}/devices/{mac}/sign-in",
-    summary="Sign in a user: the device's pending user code and where to enter it",
-    tag="sign-in",
-    params=(T, M),
-    responses={
-        200: ("the pending sign-in", SignInOut),
-        409: ("the device has not started sign-in, or is not provisioned", None),
-    },
-)
-async def admin_sign_in(request: web.Request) -> web.Response:
-    code = await _oauth(request).sign_in_code(
-        who(request), request.match_info["tenant"], request.match_info["mac"]
-    )
-    return web.json_response(
-        {
-            "mac": code.mac,
-            "user_code": code.user_code,
-            "verification_uri": code.verification_uri,
-            "verification_uri_complete": code.verification_uri_complete,
-            "expires_at": code.expires_at,
-        },
-        headers={"Cache-Control": "no-store"},
-    )
+@web.middleware
+async def oauth_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except OAuthError as e:
+        return _error(e)
 
 
-@routes.route(
-    "POST",
-    "/api/v1/tenants/{tenant}/devices/{mac}/sign-out",
-    summary="Sign a device out: revokes its tokens; it returns to awaiting sign-in",
-    tag="sign-in",
-    params=(T, M),
-    responses={200: ("signed out", DeviceOut), 409: ("the device is not provisioned", None)},
-)
-async def admin_sign_out(request: web.Request) -> web.Response:
-    d = await _oauth(request).sign_out(
-        who(request), request.match_info["tenant"], request.match_info["mac"]
-    )
-    return web.json_response(device_out(d))
+async def render_page(request: web.Request, problem: Problem) -> web.StreamResponse:
+    """The verification page's failures, on the page (its own headers, no JSON for people)."""
+    return _result(problem.title, problem.message, "error", problem.status)
 
 
-# ---- admin: tenant user accounts ------------------------------------------------------------------
+def sub_apps(services: Services) -> list[tuple[str, web.Application]]:
+    """The OAuth endpoints and the verification page, each its own audience."""
+    oauth = web.Application(middlewares=[error_middleware(render_oauth), oauth_errors])
+    oauth[SERVICES] = services
+    endpoints.add_to(oauth, OAUTH_PREFIX)
+    device = web.Application(middlewares=[error_middleware(render_page)])
+    device[SERVICES] = services
+    page.add_to(device, PAGE_PREFIX)
+    return [(OAUTH_PREFIX, oauth), (PAGE_PREFIX, device)]
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class UserIn(_Body):
-    username: str = Field(
-        description="unique across tenants: a-z, 0-9, . _ @ + - (e.g. room-101@contoso.com)"
-    )
-    display_name: str = Field(default="", max_length=100)
-    password: str = Field(description="8-256 characters; stored as argon2id")
-
-
-class UserPatch(_Body):
-    disabled: bool | None = Field(
-        default=None, description="true also signs out every device signed in as this user"
-    )
-    display_name: str | None = Field(default=None, max_length=100)
-
-
-class PasswordIn(_Body):
-    password: str = Field(description="8-256 characters")
-
-
-class UserOut(BaseModel):
-    username: str
-    tenant: str
-    display_name: str
-    disabled: bool
-    created_at: str
-    updated_at: str
-
-
-class UserList(BaseModel):
-    count: int
-    results: list[UserOut]
-
-
-def user_out(u: UserRow) -> dict[str, Any]:
-    return {
-        "username": u.username,
-        "tenant": u.tenant_id,
-        "display_name": u.display_name,
-        "disabled": u.disabled,
-        "created_at": u.created_at,
-        "updated_at": u.updated_at,
-    }
-
-
-U = Param("username", "path", {"type": "string"}, "the account's username")
-
-
-async def _tenant_first(request: web.Request) -> str:
-    """Check the tenant before reading any body: another tenant's admin gets 404, nothing else."""
-    tenant = request.match_info["tenant"]
-    await request.app[SERVICES].registry.get_tenant(who(request), tenant)
-    return tenant
-
-
-@routes.route(
-    "POST",
-    "/api/v1/tenants/{tenant}/users",
-    summary="Create a user account devices can be signed in as",
-    tag="users",
-    params=(T,),
-    body=UserIn,
-    responses={201: ("created", UserOut), 409: ("username taken", None)},
-)
-async def create_user(request: web.Request) -> web.Response:
-    tenant = await _tenant_first(request)
-    body = await json_body(request, UserIn)
-    u = await _oauth(request).users.create(
-        who(request), tenant, body.username, body.display_name, body.password
-    )
-    return web.json_response(user_out(u), status=201)
-
-
-@routes.route(
-    "GET",
-    "/api/v1/tenants/{tenant}/users",
-    summary="List the tenant's user accounts",
-    tag="users",
-    params=(T,),
-    responses={200: ("accounts", UserList)},
-)
-async def list_users(request: web.Request) -> web.Response:
-    users = await _oauth(request).users.list(who(request), request.match_info["tenant"])
-    return web.json_response({"count": len(users), "results": [user_out(u) for u in users]})
-
-
-@routes.route(
-    "GET",
-    "/api/v1/tenants/{tenant}/users/{username}",
-    summary="One user account",
-    tag="users",
-    params=(T, U),
-    responses={200: ("account", UserOut)},
-)
-async def get_user(request: web.Request) -> web.Response:
-    u = await _oauth(request).users.get(
-        who(request), request.match_info["tenant"], request.match_info["username"]
-    )
-    return web.json_response(user_out(u))
-
-
-@routes.route(
-    "PATCH",
-    "/api/v1/tenants/{tenant}/users/{username}",
-    summary="Disable or enable an account, or change its display name",
-    tag="users",
-    params=(T, U),
-    body=UserPatch,
-    responses={200: ("updated", UserOut)},
-)
-async def patch_user(request: web.Request) -> web.Response:
-    tenant = await _tenant_first(request)
-    body = await json_body(request, UserPatch)
-    u = await _oauth(request).users.update(
-        who(request),
-        tenant,
-        request.match_info["username"],
-        disabled=body.disabled,
-        display_name=body.display_name,
-    )
-    return web.json_response(user_out(u))
-
-
-@routes.route(
-    "POST",
-    "/api/v1/tenants/{tenant}/users/{username}/password",
-    summary="Set a new password for an account",
-    tag="users",
-    params=(T, U),
-    body=PasswordIn,
-    responses={204: ("changed", None)},
-)
-async def reset_password(request: web.Request) -> web.Response:
-    tenant = await _tenant_first(request)
-    body = await json_body(request, PasswordIn)
-    await _oauth(request).users.reset_password(
-        who(request), tenant, request.match_info["username"], body.password
-    )
-    return web.Response(status=204)
-
-
-__all__ = ["routes"]
+__all__ = ["well_known", "routes", "sub_apps"]

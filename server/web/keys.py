@@ -61,3 +61,9 @@ class Services:
 
 
 SERVICES = web.AppKey("services", Services)
+
+
+def cookies_secure(request: web.Request) -> bool:
+    """Whether a cookie set on this answer carries `Secure`: the request came over TLS, or the
+    public URL is https (TLS ends at a proxy in front). One rule for every page that sets one."""
+    return request.secure or request.app[SERVICES].public_url.startswith("https://")

@@ -68,9 +68,17 @@ class RouteTable:
 
         return deco
 
-    def add_to(self, app: web.Application) -> None:
+    def add_to(self, app: web.Application, prefix: str = "") -> None:
+        """Register every op; on a sub-application mounted at `prefix`, paths are given whole
+        (as the OpenAPI document shows them) and the prefix is taken off here."""
         for op in self.ops:
-            app.router.add_route(op.method, op.path, op.handler)
+            if not (op.path == prefix or op.path.startswith(prefix + "/")):
+                raise ValueError(f"{op.method} {op.path} is outside the sub-application {prefix}")
+            app.router.add_route(op.method, op.path[len(prefix) :], op.handler)
+
+    def public_handlers(self) -> frozenset[Handler]:
+        """Handlers declared `auth="none"`: the ones an audience's auth middleware lets by."""
+        return frozenset(op.handler for op in self.ops if op.auth == "none")
 
 
 ERROR_SCHEMA: dict[str, Any] = {

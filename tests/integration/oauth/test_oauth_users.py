@@ -6,7 +6,7 @@ import sqlite3
 
 from argon2 import PasswordHasher
 
-from server.oauth import http as oauth_web
+from server.api import users as api_users
 from tests.helpers.app import Api
 from tests.helpers.oauth import PASSWORD, Browser, make_tenant, make_user, provisioned_device, start
 
@@ -114,7 +114,7 @@ async def test_every_sign_in_route_answers_404_to_another_tenants_admin(api: Api
         "/api/v1/tenants/{tenant}/users/{username}": {"disabled": True},
         "/api/v1/tenants/{tenant}/users/{username}/password": {"password": "hijacked-pass"},
     }
-    ops = [op for op in oauth_web.routes.ops if "{tenant}" in op.path]
+    ops = [op for op in api_users.routes.ops if "{tenant}" in op.path]
     assert len(ops) >= 7
     for op in ops:
         path = (
