@@ -17,17 +17,16 @@ from server.admin.auth import (
     validate_role,
     validate_username,
 )
-from server.admin.ui import (
+from server.admin.ui.codes import provision_qr_text, qr_svg
+from server.admin.ui.common import tenant_url
+from server.admin.ui.state import (
     Flash,
     FlashBox,
     PendingUpload,
     PendingUploads,
     page_count,
-    provision_qr_text,
-    qr_svg,
     safe_next,
     size_text,
-    tenant_url,
     when,
 )
 from server.registry.service import ImportRow

@@ -1,0 +1,209 @@
+"""One device: its page and live status, reset, delete, sign-in and sign-out, and
+registering a discovered device."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from server.admin.ui.common import (
+    DISCOVERED,
+    STATE_LABELS,
+    add_flash,
+    current_codes,
+    current_session,
+    current_tenant,
+    form_text,
+    oauth_of,
+    posted_form,
+    principal_of,
+    qr_svg,
+    registry_of,
+    render,
+    routes,
+    see_other,
+    tenant_url,
+)
+from server.registry.model import Device, Tenant
+from server.store.base import Conflict, Invalid, NotFound
+from server.web.keys import SERVICES
+
+
+async def _device(request: web.Request) -> tuple[Tenant, Device]:
+    tenant = await current_tenant(request)
+    try:
+        device = await registry_of(request).get_device(
+            principal_of(request), tenant.id, request.match_info["mac"]
+        )
+    except Invalid as e:
+        raise NotFound(str(e)) from e
+    return tenant, device
+
+
+@routes.route(
+    "GET",
+    "/ui/tenants/{tenant}/devices/{mac}",
+    summary="One device",
+    tag="ui",
+    auth="session",
+    in_schema=False,
+)
+async def device_page(request: web.Request) -> web.Response:
+    tenant, device = await _device(request)
+    confirm = request.query.get("confirm", "")
+    if confirm not in ("reset", "delete", "sign-out"):
+        confirm = ""
+    codes = await current_codes(request, tenant.id, [device])
+    code, expires = codes.get(device.mac, ("", ""))
+    return await render(
+        request,
+        "device.html",
+        {
+            "title": f"Device {device.mac}",
+            "nav": "devices",
+            "tenant": tenant,
+            "d": device,
+            "code": code,
+            "expires": expires,
+            "confirm": confirm,
+        },
+    )
+
+
+@routes.route(
+    "GET",
+    "/ui/tenants/{tenant}/devices/{mac}/status.json",
+    summary="A device's state, for the live sign-in status",
+    tag="ui",
+    auth="session",
+    in_schema=False,
+)
+async def device_status(request: web.Request) -> web.Response:
+    _, device = await _device(request)
+    return web.json_response(
+        {
+            "mac": device.mac,
+            "state": device.state.value,
+            "label": STATE_LABELS[device.state.value],
+            "signed_in_user": device.signed_in_user,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@routes.route(
+    "POST",
+    "/ui/tenants/{tenant}/devices/{mac}/reset",
+    summary="Reset a device",
+    tag="ui",
+    auth="session",
+    in_schema=False,
+)
+async def reset_device(request: web.Request) -> web.Response:
+    tenant, device = await _device(request)
+    await registry_of(request).reset_device(principal_of(request), tenant.id, device.mac)
+    add_flash(
+        request,
+        "ok",
+        f"Reset {device.mac}: it is awaiting activation again and needs a new verification code.",
+    )
+    return see_other(tenant_url(tenant.id, "devices", device.mac))
+
+
+@routes.route(
+    "POST",
+    "/ui/tenants/{tenant}/devices/{mac}/delete",
+    summary="Delete a device",
+    tag="ui",
+    auth="session",
+    in_schema=False,
+)
+async def delete_device(request: web.Request) -> web.Response:
+    tenant, device = await _device(request)
+    await registry_of(request).delete_device(principal_of(request), tenant.id, device.mac)
+    add_flash(request, "ok", f"Deleted {device.mac}.")
+    return see_other(tenant_url(tenant.id, "devices", tab=device.state.value))
+
+
+@routes.route(
+    "POST",
+    "/ui/tenants/{tenant}/devices/{mac}/sign-out",
+    summary="Sign a device out",
+    tag="ui",
+    auth="session",
+    in_schema=False,
+)
+async def sign_out(request: web.Request) -> web.Response:
+    tenant, device = await _device(request)
+    await oauth_of(request).sign_out(principal_of(request), tenant.id, device.mac)
+    add_flash(request, "ok", f"Signed {device.mac} out; it shows its sign-in page again.")
+    return see_other(tenant_url(tenant.id, "devices", device.mac))
+
+
+@routes.route(
+    "POST",
+    "/ui/tenants/{tenant}/devices/{mac}/sign-in",
+    summary="Sign in a user on a device",
+    tag="ui",
+    auth="session",
+    in_schema=False,
+)
+async def sign_in(request: web.Request) -> web.Response:
+    tenant, device = await _device(request)
+    ctx: dict[str, Any] = {
+        "title": f"Sign in a user on {device.mac}",
+        "nav": "devices",
+        "tenant": tenant,
+        "d": device,
+        "error": "",
+        "code": None,
+        "qr": "",
+        "status_url": tenant_url(tenant.id, "devices", device.mac, "status.json"),
+    }
+    try:
+        code = await oauth_of(request).sign_in_code(principal_of(request), tenant.id, device.mac)
+    except Conflict as e:
+        ctx["error"] = str(e)
+        return await render(request, "sign_in.html", ctx, status=409)
+    ctx["code"] = code
+    ctx["qr"] = await asyncio.to_thread(
+        qr_svg, code.verification_uri_complete, "QR code of the sign-in link"
+    )
+    return await render(request, "sign_in.html", ctx)
+
+
+@routes.route(
+    "POST",
+    "/ui/tenants/{tenant}/discovered/register",
+    summary="Register a discovered device",
+    tag="ui",
+    auth="session",
+    in_schema=False,
+)
+async def register_discovered(request: web.Request) -> web.Response:
+    tenant = await current_tenant(request)
+    if current_session(request).role != "operator":
+        raise NotFound("only operators see discovered devices")
+    form = posted_form(request)
+    back = tenant_url(tenant.id, "devices", tab=DISCOVERED)
+    try:
+        device = await registry_of(request).add_device(
+            principal_of(request),
+            tenant.id,
+            form_text(form, "mac", 100),
+            form_text(form, "location", 1000),
+        )
+    except (Invalid, Conflict) as e:
+        add_flash(request, "error", f"Not registered: {e}")
+        return see_other(back)
+    request.app[SERVICES].discovered.remove(device.mac)
+    add_flash(
+        request,
+        "ok",
+        f"Registered {device.mac} in {tenant.name}; it is awaiting activation.",
+        tenant_url(tenant.id, "devices", device.mac),
+        "Open the device",
+    )
+    return see_other(back)

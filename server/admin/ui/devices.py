@@ -1,0 +1,153 @@
+"""The devices page: list, search and page through devices, add one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from server.admin.ui.common import (
+    DISCOVERED,
+    PAGE_SIZE,
+    TABS,
+    add_flash,
+    admin_store,
+    current_codes,
+    current_session,
+    current_tenant,
+    form_text,
+    int_query,
+    posted_form,
+    principal_of,
+    provision_form,
+    registry_of,
+    render,
+    routes,
+    see_other,
+    tenant_url,
+)
+from server.admin.ui.state import page_count
+from server.registry.model import DeviceState
+from server.registry.service import iso
+from server.store.base import Conflict, Invalid
+from server.web.keys import SERVICES
+
+
+@routes.route(
+    "GET",
+    "/ui/tenants/{tenant}/devices",
+    summary="Devices",
+    tag="ui",
+    auth="session",
+    in_schema=False,
+)
+async def devices_page(request: web.Request) -> web.Response:
+    tenant = await current_tenant(request)
+    session = current_session(request)
+    tabs = [t for t in TABS if t[0] != DISCOVERED or session.role == "operator"]
+    tab = request.query.get("tab", DeviceState.AWAITING_ACTIVATION.value)
+    if tab not in dict(tabs):
+        tab = DeviceState.AWAITING_ACTIVATION.value
+    q = request.query.get("q", "").strip()[:100]
+    page = int_query(request, "page", 1)
+    counts = await admin_store(request).state_counts(tenant.id)
+    rows: list[dict[str, Any]] = []
+    discovered: list[dict[str, Any]] = []
+    if tab == DISCOVERED:
+        svc = request.app[SERVICES]
+        index = registry_of(request).index
+        needle = q.lower()
+        seen = [
+            e
+            for e in svc.discovered.recent()
+            if e.mac not in index
+            and (not needle or needle in e.mac or needle in e.vendor_class.lower())
+        ]
+        total = len(seen)
+        for e in seen[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]:
+            discovered.append(
+                {
+                    "mac": e.mac,
+                    "vendor_class": e.vendor_class,
+                    "source": e.source,
+                    "interface": e.interface,
+                    "last_seen": iso(datetime.fromtimestamp(e.last_seen, UTC)),
+                    "count": e.count,
+                }
+            )
+    else:
+        total, devices = await registry_of(request).list_devices(
+            principal_of(request),
+            tenant.id,
+            state=tab,
+            q=q or None,
+            limit=PAGE_SIZE,
+            offset=(page - 1) * PAGE_SIZE,
+        )
+        codes = await current_codes(request, tenant.id, devices)
+        for d in devices:
+            code, expires = codes.get(d.mac, ("", ""))
+            rows.append({"d": d, "code": code, "expires": expires})
+    pages = page_count(total, PAGE_SIZE)
+    return await render(
+        request,
+        "devices.html",
+        {
+            "title": f"Devices: {dict(tabs)[tab]}",
+            "nav": "devices",
+            "tenant": tenant,
+            "tabs": [
+                (k, label, counts.get(k, 0) if k != DISCOVERED else None) for k, label in tabs
+            ],
+            "tab": tab,
+            "q": q,
+            "page": page,
+            "pages": pages,
+            "total": total,
+            "first": (page - 1) * PAGE_SIZE + 1,
+            "rows": rows,
+            "discovered": discovered,
+            "prev_url": tenant_url(tenant.id, "devices", tab=tab, q=q, page=page - 1)
+            if page > 1
+            else "",
+            "next_url": tenant_url(tenant.id, "devices", tab=tab, q=q, page=page + 1)
+            if page < pages
+            else "",
+            "awaiting": counts.get(DeviceState.AWAITING_ACTIVATION.value, 0),
+        },
+    )
+
+
+@routes.route(
+    "POST",
+    "/ui/tenants/{tenant}/devices/add",
+    summary="Register one device",
+    tag="ui",
+    auth="session",
+    in_schema=False,
+)
+async def add_device(request: web.Request) -> web.Response:
+    tenant = await current_tenant(request)
+    form = posted_form(request)
+    values = {"mac": form_text(form, "mac", 100), "location": form_text(form, "location", 1000)}
+    try:
+        device = await registry_of(request).add_device(
+            principal_of(request), tenant.id, values["mac"], values["location"]
+        )
+    except (Invalid, Conflict) as e:
+        return await provision_form(
+            request,
+            tenant,
+            status=409 if isinstance(e, Conflict) else 422,
+            add_error=str(e),
+            values=values,
+        )
+    add_flash(
+        request,
+        "ok",
+        f"Registered {device.mac}" + (f" at {device.location}" if device.location else "") + ".",
+        tenant_url(tenant.id, "devices", device.mac),
+        "Open the device",
+    )
+    return see_other(tenant_url(tenant.id, "devices", tab=DeviceState.AWAITING_ACTIVATION.value))

@@ -1,0 +1,148 @@
+"""CSV upload: preview every row (and every error) first, then confirm to store all or none."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from aiohttp import web
+
+from server.admin.ui.common import (
+    PREVIEW_ROWS,
+    add_flash,
+    current_session,
+    current_tenant,
+    form_text,
+    posted_form,
+    principal_of,
+    provision_form,
+    registry_of,
+    render,
+    routes,
+    see_other,
+    tenant_url,
+)
+from server.admin.ui.state import UI, PendingUpload
+from server.registry.csvio import CsvError, RowError, parse_upload
+from server.registry.model import DeviceState
+from server.registry.service import ImportRow
+from server.store.base import Conflict, Invalid
+
+
+@routes.route(
+    "POST",
+    "/ui/tenants/{tenant}/provision/preview",
+    summary="Check a CSV upload",
+    tag="ui",
+    auth="session",
+    in_schema=False,
+)
+async def upload_preview(request: web.Request) -> web.Response:
+    tenant = await current_tenant(request)
+    upload = posted_form(request).get("file")
+    if not isinstance(upload, web.FileField):
+        return await provision_form(
+            request, tenant, status=422, upload_error="Choose a CSV file to upload."
+        )
+    data = await asyncio.to_thread(upload.file.read)
+    filename = (upload.filename or "upload.csv")[:200]
+    errors: list[RowError] = []
+    message = ""
+    rows: list[ImportRow] = []
+    try:
+        rows = await asyncio.to_thread(parse_upload, data)
+        await registry_of(request).import_devices(
+            principal_of(request), tenant.id, rows, dry_run=True
+        )
+    except CsvError as e:
+        message, errors = str(e), e.errors
+    except Invalid as e:  # MACs registered already
+        message = str(e)
+        errors = [
+            RowError(
+                int(str(d.get("row", 0))),
+                str(d.get("column", "")),
+                str(d.get("value", "")),
+                str(d.get("message", "")),
+            )
+            for d in e.details
+        ]
+    if message:
+        return await render(
+            request,
+            "preview.html",
+            {
+                "title": "Upload has errors",
+                "nav": "provision",
+                "tenant": tenant,
+                "filename": filename,
+                "message": message,
+                "errors": errors,
+                "rows": [],
+                "count": 0,
+                "upload_id": "",
+            },
+            status=422,
+        )
+    pending = PendingUpload(
+        secrets.token_urlsafe(16),
+        current_session(request).username,
+        tenant.id,
+        filename,
+        tuple(rows),
+        asyncio.get_running_loop().time(),
+    )
+    request.app[UI].uploads.put(pending, pending.created)
+    return await render(
+        request,
+        "preview.html",
+        {
+            "title": "Check and confirm the import",
+            "nav": "provision",
+            "tenant": tenant,
+            "filename": filename,
+            "message": "",
+            "errors": [],
+            "rows": rows[:PREVIEW_ROWS],
+            "count": len(rows),
+            "upload_id": pending.id,
+        },
+    )
+
+
+@routes.route(
+    "POST",
+    "/ui/tenants/{tenant}/provision/confirm",
+    summary="Import a checked CSV upload",
+    tag="ui",
+    auth="session",
+    in_schema=False,
+)
+async def upload_confirm(request: web.Request) -> web.Response:
+    tenant = await current_tenant(request)
+    pending = request.app[UI].uploads.take(
+        form_text(posted_form(request), "upload_id", 100),
+        current_session(request).username,
+        tenant.id,
+        asyncio.get_running_loop().time(),
+    )
+    if pending is None:
+        return await provision_form(
+            request,
+            tenant,
+            status=409,
+            upload_error="This preview has expired or was already imported. Upload the file again.",
+        )
+    try:
+        n = await registry_of(request).import_devices(
+            principal_of(request), tenant.id, pending.rows
+        )
+    except (Invalid, Conflict) as e:
+        return await provision_form(
+            request,
+            tenant,
+            status=409,
+            upload_error=f"Nothing was imported: {e}. Upload the file again to see which rows.",
+        )
+    add_flash(request, "ok", f"Imported {n:,} device(s) from {pending.filename}.")
+    return see_other(tenant_url(tenant.id, "devices", tab=DeviceState.AWAITING_ACTIVATION.value))

@@ -1,0 +1,130 @@
+"""Tenant user accounts devices are signed in as."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.admin.ui.common import (
+    add_flash,
+    current_tenant,
+    form_text,
+    oauth_of,
+    posted_form,
+    principal_of,
+    render,
+    routes,
+    see_other,
+    tenant_url,
+)
+from server.registry.model import Tenant
+from server.store.base import Conflict, Invalid
+
+
+@routes.route(
+    "GET",
+    "/ui/tenants/{tenant}/users",
+    summary="Tenant users",
+    tag="ui",
+    auth="session",
+    in_schema=False,
+)
+async def users_page(request: web.Request) -> web.Response:
+    return await _users(request, await current_tenant(request))
+
+
+async def _users(
+    request: web.Request,
+    tenant: Tenant,
+    *,
+    status: int = 200,
+    error: str = "",
+    values: dict[str, str] | None = None,
+) -> web.Response:
+    users = await oauth_of(request).users.list(principal_of(request), tenant.id)
+    return await render(
+        request,
+        "users.html",
+        {
+            "title": "Users",
+            "nav": "users",
+            "tenant": tenant,
+            "users": users,
+            "error": error,
+            "values": values or {"username": "", "display_name": ""},
+        },
+        status=status,
+    )
+
+
+@routes.route(
+    "POST",
+    "/ui/tenants/{tenant}/users",
+    summary="Create a tenant user",
+    tag="ui",
+    auth="session",
+    in_schema=False,
+)
+async def create_user(request: web.Request) -> web.Response:
+    tenant = await current_tenant(request)
+    form = posted_form(request)
+    values = {
+        "username": form_text(form, "username", 200),
+        "display_name": form_text(form, "display_name", 200),
+    }
+    try:
+        user = await oauth_of(request).users.create(
+            principal_of(request),
+            tenant.id,
+            values["username"],
+            values["display_name"],
+            form_text(form, "password", 2000),
+        )
+    except (Invalid, Conflict) as e:
+        return await _users(
+            request,
+            tenant,
+            status=409 if isinstance(e, Conflict) else 422,
+            error=str(e),
+            values=values,
+        )
+    add_flash(request, "ok", f"Created user {user.username}.")
+    return see_other(tenant_url(tenant.id, "users"))
+
+
+@routes.route(
+    "POST",
+    "/ui/tenants/{tenant}/users/{username}/disable",
+    summary="Disable a tenant user",
+    tag="ui",
+    auth="session",
+    in_schema=False,
+)
+async def disable_user(request: web.Request) -> web.Response:
+    return await _set_user_disabled(request, True)
+
+
+@routes.route(
+    "POST",
+    "/ui/tenants/{tenant}/users/{username}/enable",
+    summary="Enable a tenant user",
+    tag="ui",
+    auth="session",
+    in_schema=False,
+)
+async def enable_user(request: web.Request) -> web.Response:
+    return await _set_user_disabled(request, False)
+
+
+async def _set_user_disabled(request: web.Request, disabled: bool) -> web.Response:
+    tenant = await current_tenant(request)
+    user = await oauth_of(request).users.update(
+        principal_of(request), tenant.id, request.match_info["username"], disabled=disabled
+    )
+    add_flash(
+        request,
+        "ok",
+        f"Disabled {user.username}; devices signed in as this user were signed out."
+        if disabled
+        else f"Enabled {user.username}.",
+    )
+    return see_other(tenant_url(tenant.id, "users"))
