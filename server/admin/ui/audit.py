@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.admin.ui.common import (
-    PAGE_SIZE,
-    current_tenant,
-    principal_of,
-    registry_of,
-    render,
-    routes,
-    tenant_url,
-)
+from server.admin.ui import common
 
 
-@routes.route(
+@common.routes.route(
     "GET",
     "/ui/tenants/{tenant}/audit",
     summary="Audit log",
@@ -24,13 +16,13 @@ from server.admin.ui.common import (
     in_schema=False,
 )
 async def audit_page(request: web.Request) -> web.Response:
-    tenant = await current_tenant(request)
+    tenant = await common.current_tenant(request)
     before = request.query.get("before_id")
     before_id = int(before) if before and before.isdigit() else None
-    entries = await registry_of(request).audit(
-        principal_of(request), tenant.id, limit=PAGE_SIZE, before_id=before_id
+    entries = await common.registry_of(request).audit(
+        common.principal_of(request), tenant.id, limit=common.PAGE_SIZE, before_id=before_id
     )
-    return await render(
+    return await common.render(
         request,
         "audit.html",
         {
@@ -38,9 +30,9 @@ async def audit_page(request: web.Request) -> web.Response:
             "nav": "audit",
             "tenant": tenant,
             "entries": entries,
-            "older_url": tenant_url(tenant.id, "audit", before_id=entries[-1].id)
-            if len(entries) == PAGE_SIZE
+            "older_url": common.tenant_url(tenant.id, "audit", before_id=entries[-1].id)
+            if len(entries) == common.PAGE_SIZE
             else "",
-            "newest_url": tenant_url(tenant.id, "audit") if before_id else "",
+            "newest_url": common.tenant_url(tenant.id, "audit") if before_id else "",
         },
     )

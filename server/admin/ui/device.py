@@ -8,41 +8,24 @@ from typing import Any
 
 from aiohttp import web
 
-from server.admin.ui.common import (
-    DISCOVERED,
-    STATE_LABELS,
-    add_flash,
-    current_codes,
-    current_session,
-    current_tenant,
-    form_text,
-    oauth_of,
-    posted_form,
-    principal_of,
-    qr_svg,
-    registry_of,
-    render,
-    routes,
-    see_other,
-    tenant_url,
-)
+from server.admin.ui import common
 from server.registry.model import Device, Tenant
 from server.store.base import Conflict, Invalid, NotFound
 from server.web.keys import SERVICES
 
 
 async def _device(request: web.Request) -> tuple[Tenant, Device]:
-    tenant = await current_tenant(request)
+    tenant = await common.current_tenant(request)
     try:
-        device = await registry_of(request).get_device(
-            principal_of(request), tenant.id, request.match_info["mac"]
+        device = await common.registry_of(request).get_device(
+            common.principal_of(request), tenant.id, request.match_info["mac"]
         )
     except Invalid as e:
         raise NotFound(str(e)) from e
     return tenant, device
 
 
-@routes.route(
+@common.routes.route(
     "GET",
     "/ui/tenants/{tenant}/devices/{mac}",
     summary="One device",
@@ -55,9 +38,9 @@ async def device_page(request: web.Request) -> web.Response:
     confirm = request.query.get("confirm", "")
     if confirm not in ("reset", "delete", "sign-out"):
         confirm = ""
-    codes = await current_codes(request, tenant.id, [device])
+    codes = await common.current_codes(request, tenant.id, [device])
     code, expires = codes.get(device.mac, ("", ""))
-    return await render(
+    return await common.render(
         request,
         "device.html",
         {
@@ -72,7 +55,7 @@ async def device_page(request: web.Request) -> web.Response:
     )
 
 
-@routes.route(
+@common.routes.route(
     "GET",
     "/ui/tenants/{tenant}/devices/{mac}/status.json",
     summary="A device's state, for the live sign-in status",
@@ -86,14 +69,14 @@ async def device_status(request: web.Request) -> web.Response:
         {
             "mac": device.mac,
             "state": device.state.value,
-            "label": STATE_LABELS[device.state.value],
+            "label": common.STATE_LABELS[device.state.value],
             "signed_in_user": device.signed_in_user,
         },
         headers={"Cache-Control": "no-store"},
     )
 
 
-@routes.route(
+@common.routes.route(
     "POST",
     "/ui/tenants/{tenant}/devices/{mac}/reset",
     summary="Reset a device",
@@ -103,16 +86,18 @@ async def device_status(request: web.Request) -> web.Response:
 )
 async def reset_device(request: web.Request) -> web.Response:
     tenant, device = await _device(request)
-    await registry_of(request).reset_device(principal_of(request), tenant.id, device.mac)
-    add_flash(
+    await common.registry_of(request).reset_device(
+        common.principal_of(request), tenant.id, device.mac
+    )
+    common.add_flash(
         request,
         "ok",
         f"Reset {device.mac}: it is awaiting activation again and needs a new verification code.",
     )
-    return see_other(tenant_url(tenant.id, "devices", device.mac))
+    return common.see_other(common.tenant_url(tenant.id, "devices", device.mac))
 
 
-@routes.route(
+@common.routes.route(
     "POST",
     "/ui/tenants/{tenant}/devices/{mac}/delete",
     summary="Delete a device",
@@ -122,12 +107,14 @@ async def reset_device(request: web.Request) -> web.Response:
 )
 async def delete_device(request: web.Request) -> web.Response:
     tenant, device = await _device(request)
-    await registry_of(request).delete_device(principal_of(request), tenant.id, device.mac)
-    add_flash(request, "ok", f"Deleted {device.mac}.")
-    return see_other(tenant_url(tenant.id, "devices", tab=device.state.value))
+    await common.registry_of(request).delete_device(
+        common.principal_of(request), tenant.id, device.mac
+    )
+    common.add_flash(request, "ok", f"Deleted {device.mac}.")
+    return common.see_other(common.tenant_url(tenant.id, "devices", tab=device.state.value))
 
 
-@routes.route(
+@common.routes.route(
     "POST",
     "/ui/tenants/{tenant}/devices/{mac}/sign-out",
     summary="Sign a device out",
@@ -137,12 +124,12 @@ async def delete_device(request: web.Request) -> web.Response:
 )
 async def sign_out(request: web.Request) -> web.Response:
     tenant, device = await _device(request)
-    await oauth_of(request).sign_out(principal_of(request), tenant.id, device.mac)
-    add_flash(request, "ok", f"Signed {device.mac} out; it shows its sign-in page again.")
-    return see_other(tenant_url(tenant.id, "devices", device.mac))
+    await common.oauth_of(request).sign_out(common.principal_of(request), tenant.id, device.mac)
+    common.add_flash(request, "ok", f"Signed {device.mac} out; it shows its sign-in page again.")
+    return common.see_other(common.tenant_url(tenant.id, "devices", device.mac))
 
 
-@routes.route(
+@common.routes.route(
     "POST",
     "/ui/tenants/{tenant}/devices/{mac}/sign-in",
     summary="Sign in a user on a device",
@@ -160,21 +147,23 @@ async def sign_in(request: web.Request) -> web.Response:
         "error": "",
         "code": None,
         "qr": "",
-        "status_url": tenant_url(tenant.id, "devices", device.mac, "status.json"),
+        "status_url": common.tenant_url(tenant.id, "devices", device.mac, "status.json"),
     }
     try:
-        code = await oauth_of(request).sign_in_code(principal_of(request), tenant.id, device.mac)
+        code = await common.oauth_of(request).sign_in_code(
+            common.principal_of(request), tenant.id, device.mac
+        )
     except Conflict as e:
         ctx["error"] = str(e)
-        return await render(request, "sign_in.html", ctx, status=409)
+        return await common.render(request, "sign_in.html", ctx, status=409)
     ctx["code"] = code
     ctx["qr"] = await asyncio.to_thread(
-        qr_svg, code.verification_uri_complete, "QR code of the sign-in link"
+        common.qr_svg, code.verification_uri_complete, "QR code of the sign-in link"
     )
-    return await render(request, "sign_in.html", ctx)
+    return await common.render(request, "sign_in.html", ctx)
 
 
-@routes.route(
+@common.routes.route(
     "POST",
     "/ui/tenants/{tenant}/discovered/register",
     summary="Register a discovered device",
@@ -183,27 +172,27 @@ async def sign_in(request: web.Request) -> web.Response:
     in_schema=False,
 )
 async def register_discovered(request: web.Request) -> web.Response:
-    tenant = await current_tenant(request)
-    if current_session(request).role != "operator":
+    tenant = await common.current_tenant(request)
+    if common.current_session(request).role != "operator":
         raise NotFound("only operators see discovered devices")
-    form = posted_form(request)
-    back = tenant_url(tenant.id, "devices", tab=DISCOVERED)
+    form = common.posted_form(request)
+    back = common.tenant_url(tenant.id, "devices", tab=common.DISCOVERED)
     try:
-        device = await registry_of(request).add_device(
-            principal_of(request),
+        device = await common.registry_of(request).add_device(
+            common.principal_of(request),
             tenant.id,
-            form_text(form, "mac", 100),
-            form_text(form, "location", 1000),
+            common.form_text(form, "mac", 100),
+            common.form_text(form, "location", 1000),
         )
     except (Invalid, Conflict) as e:
-        add_flash(request, "error", f"Not registered: {e}")
-        return see_other(back)
+        common.add_flash(request, "error", f"Not registered: {e}")
+        return common.see_other(back)
     request.app[SERVICES].discovered.remove(device.mac)
-    add_flash(
+    common.add_flash(
         request,
         "ok",
         f"Registered {device.mac} in {tenant.name}; it is awaiting activation.",
-        tenant_url(tenant.id, "devices", device.mac),
+        common.tenant_url(tenant.id, "devices", device.mac),
         "Open the device",
     )
-    return see_other(back)
+    return common.see_other(back)

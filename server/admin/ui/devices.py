@@ -7,26 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.admin.ui.common import (
-    DISCOVERED,
-    PAGE_SIZE,
-    TABS,
-    add_flash,
-    admin_store,
-    current_codes,
-    current_session,
-    current_tenant,
-    form_text,
-    int_query,
-    posted_form,
-    principal_of,
-    provision_form,
-    registry_of,
-    render,
-    routes,
-    see_other,
-    tenant_url,
-)
+from server.admin.ui import common
 from server.admin.ui.state import page_count
 from server.registry.model import DeviceState
 from server.registry.service import iso
@@ -34,7 +15,7 @@ from server.store.base import Conflict, Invalid
 from server.web.keys import SERVICES
 
 
-@routes.route(
+@common.routes.route(
     "GET",
     "/ui/tenants/{tenant}/devices",
     summary="Devices",
@@ -43,20 +24,20 @@ from server.web.keys import SERVICES
     in_schema=False,
 )
 async def devices_page(request: web.Request) -> web.Response:
-    tenant = await current_tenant(request)
-    session = current_session(request)
-    tabs = [t for t in TABS if t[0] != DISCOVERED or session.role == "operator"]
+    tenant = await common.current_tenant(request)
+    session = common.current_session(request)
+    tabs = [t for t in common.TABS if t[0] != common.DISCOVERED or session.role == "operator"]
     tab = request.query.get("tab", DeviceState.AWAITING_ACTIVATION.value)
     if tab not in dict(tabs):
         tab = DeviceState.AWAITING_ACTIVATION.value
     q = request.query.get("q", "").strip()[:100]
-    page = int_query(request, "page", 1)
-    counts = await admin_store(request).state_counts(tenant.id)
+    page = common.int_query(request, "page", 1)
+    counts = await common.admin_store(request).state_counts(tenant.id)
     rows: list[dict[str, Any]] = []
     discovered: list[dict[str, Any]] = []
-    if tab == DISCOVERED:
+    if tab == common.DISCOVERED:
         svc = request.app[SERVICES]
-        index = registry_of(request).index
+        index = common.registry_of(request).index
         needle = q.lower()
         seen = [
             e
@@ -65,7 +46,7 @@ async def devices_page(request: web.Request) -> web.Response:
             and (not needle or needle in e.mac or needle in e.vendor_class.lower())
         ]
         total = len(seen)
-        for e in seen[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]:
+        for e in seen[(page - 1) * common.PAGE_SIZE : page * common.PAGE_SIZE]:
             discovered.append(
                 {
                     "mac": e.mac,
@@ -77,20 +58,20 @@ async def devices_page(request: web.Request) -> web.Response:
                 }
             )
     else:
-        total, devices = await registry_of(request).list_devices(
-            principal_of(request),
+        total, devices = await common.registry_of(request).list_devices(
+            common.principal_of(request),
             tenant.id,
             state=tab,
             q=q or None,
-            limit=PAGE_SIZE,
-            offset=(page - 1) * PAGE_SIZE,
+            limit=common.PAGE_SIZE,
+            offset=(page - 1) * common.PAGE_SIZE,
         )
-        codes = await current_codes(request, tenant.id, devices)
+        codes = await common.current_codes(request, tenant.id, devices)
         for d in devices:
             code, expires = codes.get(d.mac, ("", ""))
             rows.append({"d": d, "code": code, "expires": expires})
-    pages = page_count(total, PAGE_SIZE)
-    return await render(
+    pages = page_count(total, common.PAGE_SIZE)
+    return await common.render(
         request,
         "devices.html",
         {
@@ -98,20 +79,21 @@ async def devices_page(request: web.Request) -> web.Response:
             "nav": "devices",
             "tenant": tenant,
             "tabs": [
-                (k, label, counts.get(k, 0) if k != DISCOVERED else None) for k, label in tabs
+                (k, label, counts.get(k, 0) if k != common.DISCOVERED else None)
+                for k, label in tabs
             ],
             "tab": tab,
             "q": q,
             "page": page,
             "pages": pages,
             "total": total,
-            "first": (page - 1) * PAGE_SIZE + 1,
+            "first": (page - 1) * common.PAGE_SIZE + 1,
             "rows": rows,
             "discovered": discovered,
-            "prev_url": tenant_url(tenant.id, "devices", tab=tab, q=q, page=page - 1)
+            "prev_url": common.tenant_url(tenant.id, "devices", tab=tab, q=q, page=page - 1)
             if page > 1
             else "",
-            "next_url": tenant_url(tenant.id, "devices", tab=tab, q=q, page=page + 1)
+            "next_url": common.tenant_url(tenant.id, "devices", tab=tab, q=q, page=page + 1)
             if page < pages
             else "",
             "awaiting": counts.get(DeviceState.AWAITING_ACTIVATION.value, 0),
@@ -119,7 +101,7 @@ async def devices_page(request: web.Request) -> web.Response:
     )
 
 
-@routes.route(
+@common.routes.route(
     "POST",
     "/ui/tenants/{tenant}/devices/add",
     summary="Register one device",
@@ -128,26 +110,31 @@ async def devices_page(request: web.Request) -> web.Response:
     in_schema=False,
 )
 async def add_device(request: web.Request) -> web.Response:
-    tenant = await current_tenant(request)
-    form = posted_form(request)
-    values = {"mac": form_text(form, "mac", 100), "location": form_text(form, "location", 1000)}
+    tenant = await common.current_tenant(request)
+    form = common.posted_form(request)
+    values = {
+        "mac": common.form_text(form, "mac", 100),
+        "location": common.form_text(form, "location", 1000),
+    }
     try:
-        device = await registry_of(request).add_device(
-            principal_of(request), tenant.id, values["mac"], values["location"]
+        device = await common.registry_of(request).add_device(
+            common.principal_of(request), tenant.id, values["mac"], values["location"]
         )
     except (Invalid, Conflict) as e:
-        return await provision_form(
+        return await common.provision_form(
             request,
             tenant,
             status=409 if isinstance(e, Conflict) else 422,
             add_error=str(e),
             values=values,
         )
-    add_flash(
+    common.add_flash(
         request,
         "ok",
         f"Registered {device.mac}" + (f" at {device.location}" if device.location else "") + ".",
-        tenant_url(tenant.id, "devices", device.mac),
+        common.tenant_url(tenant.id, "devices", device.mac),
         "Open the device",
     )
-    return see_other(tenant_url(tenant.id, "devices", tab=DeviceState.AWAITING_ACTIVATION.value))
+    return common.see_other(
+        common.tenant_url(tenant.id, "devices", tab=DeviceState.AWAITING_ACTIVATION.value)
+    )

@@ -8,30 +8,13 @@ import secrets
 from aiohttp import web
 
 from server.admin.auth import tokens_match
-from server.admin.ui.common import (
-    CSRF_FIELD,
-    LOGIN_COOKIE,
-    LOGIN_REASONS,
-    SESSION_COOKIE,
-    SESSION_TOKEN,
-    auth_service,
-    current_session,
-    form_text,
-    log,
-    principal_of,
-    registry_of,
-    render,
-    root_routes,
-    routes,
-    see_other,
-    tenant_url,
-)
+from server.admin.ui import common
 from server.admin.ui.state import UI, safe_next
 from server.registry.csvio import TEMPLATE
 from server.web.keys import cookies_secure
 
 
-@root_routes.route(
+@common.root_routes.route(
     "GET",
     "/",
     summary="The admin web UI (redirects to /ui)",
@@ -56,13 +39,13 @@ def _cookie(
     )
 
 
-@routes.route(
+@common.routes.route(
     "GET", "/ui/login", summary="Admin sign-in page", tag="ui", auth="none", in_schema=False
 )
 async def login_page(request: web.Request) -> web.Response:
-    lookup = await auth_service(request).lookup(request.cookies.get(SESSION_COOKIE))
+    lookup = await common.auth_service(request).lookup(request.cookies.get(common.SESSION_COOKIE))
     if lookup.session is not None:
-        return see_other(safe_next(request.query.get("next")))
+        return common.see_other(safe_next(request.query.get("next")))
     return await _login_form(request, status=200)
 
 
@@ -71,33 +54,37 @@ async def _login_form(
 ) -> web.Response:
     # Login CSRF (a forged sign-in into the attacker's account): a double-submit token, since
     # there is no session yet. Reuse the cookie so that two open tabs both keep working.
-    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    nonce = request.cookies.get(common.LOGIN_COOKIE, "")
     if len(nonce) < 32:
         nonce = secrets.token_urlsafe(32)
     reason = request.query.get("reason", "")
-    response = await render(
+    response = await common.render(
         request,
         "login.html",
         {
             "title": "Sign in",
             "login_csrf": nonce,
             "next": safe_next(request.query.get("next")),
-            "notice": "" if error else LOGIN_REASONS.get(reason, ""),
+            "notice": "" if error else common.LOGIN_REASONS.get(reason, ""),
             "error": error,
             "username": username,
         },
         status=status,
     )
-    _cookie(response, request, LOGIN_COOKIE, nonce, "/ui/login")
+    _cookie(response, request, common.LOGIN_COOKIE, nonce, "/ui/login")
     return response
 
 
-@routes.route("POST", "/ui/login", summary="Admin sign-in", tag="ui", auth="none", in_schema=False)
+@common.routes.route(
+    "POST", "/ui/login", summary="Admin sign-in", tag="ui", auth="none", in_schema=False
+)
 async def login(request: web.Request) -> web.Response:
     form = await request.post()
-    username = form_text(form, "username", 200)
-    password = form_text(form, "password", 2000)
-    if not tokens_match(request.cookies.get(LOGIN_COOKIE, ""), form_text(form, CSRF_FIELD)):
+    username = common.form_text(form, "username", 200)
+    password = common.form_text(form, "password", 2000)
+    if not tokens_match(
+        request.cookies.get(common.LOGIN_COOKIE, ""), common.form_text(form, common.CSRF_FIELD)
+    ):
         return await _login_form(
             request,
             status=403,
@@ -117,51 +104,53 @@ async def login(request: web.Request) -> web.Response:
         )
         response.headers["Retry-After"] = "60"
         return response
-    result = await auth_service(request).login(username, password, source)
+    result = await common.auth_service(request).login(username, password, source)
     if result is None:
         ui.failures_by_source.record(source, now)
         ui.failures_by_user.record(user_key, now)
-        log.info("admin sign-in failed for %r from %s", user_key, source)
+        common.log.info("admin sign-in failed for %r from %s", user_key, source)
         return await _login_form(
             request, status=401, error="Wrong username or password.", username=username
         )
     token, session = result
-    log.info("admin %s signed in from %s", session.username, source)
-    response = see_other(safe_next(form_text(form, "next", 2000)))
-    _cookie(response, request, SESSION_COOKIE, token, "/ui")
-    response.del_cookie(LOGIN_COOKIE, path="/ui/login")
+    common.log.info("admin %s signed in from %s", session.username, source)
+    response = common.see_other(safe_next(common.form_text(form, "next", 2000)))
+    _cookie(response, request, common.SESSION_COOKIE, token, "/ui")
+    response.del_cookie(common.LOGIN_COOKIE, path="/ui/login")
     return response
 
 
-@routes.route(
+@common.routes.route(
     "POST", "/ui/logout", summary="Admin sign-out", tag="ui", auth="session", in_schema=False
 )
 async def logout(request: web.Request) -> web.Response:
-    await auth_service(request).logout(request[SESSION_TOKEN], current_session(request))
-    response = see_other("/ui/login?reason=logged_out")
-    response.del_cookie(SESSION_COOKIE, path="/ui")
+    await common.auth_service(request).logout(
+        request[common.SESSION_TOKEN], common.current_session(request)
+    )
+    response = common.see_other("/ui/login?reason=logged_out")
+    response.del_cookie(common.SESSION_COOKIE, path="/ui")
     return response
 
 
-@routes.route("GET", "/ui", summary="Admin home", tag="ui", auth="session", in_schema=False)
+@common.routes.route("GET", "/ui", summary="Admin home", tag="ui", auth="session", in_schema=False)
 async def home(request: web.Request) -> web.Response:
-    session = current_session(request)
+    session = common.current_session(request)
     if session.role == "operator" or session.tenant_id is None:
-        return see_other("/ui/tenants")
-    return see_other(tenant_url(session.tenant_id, "devices"))
+        return common.see_other("/ui/tenants")
+    return common.see_other(common.tenant_url(session.tenant_id, "devices"))
 
 
-@routes.route(
+@common.routes.route(
     "GET", "/ui/switch", summary="Go to a tenant", tag="ui", auth="session", in_schema=False
 )
 async def switch(request: web.Request) -> web.Response:
-    tenant = await registry_of(request).get_tenant(
-        principal_of(request), request.query.get("tenant", "")
+    tenant = await common.registry_of(request).get_tenant(
+        common.principal_of(request), request.query.get("tenant", "")
     )
-    return see_other(tenant_url(tenant.id, "devices"))
+    return common.see_other(common.tenant_url(tenant.id, "devices"))
 
 
-@routes.route(
+@common.routes.route(
     "GET", "/ui/template.csv", summary="CSV template", tag="ui", auth="session", in_schema=False
 )
 async def template_csv(request: web.Request) -> web.Response:

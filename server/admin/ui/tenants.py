@@ -4,23 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.admin.ui.common import (
-    add_flash,
-    admin_store,
-    current_session,
-    form_text,
-    posted_form,
-    principal_of,
-    registry_of,
-    render,
-    routes,
-    see_other,
-    tenant_url,
-)
+from server.admin.ui import common
 from server.store.base import Conflict, Invalid, NotFound
 
 
-@routes.route("GET", "/ui/tenants", summary="Tenants", tag="ui", auth="session", in_schema=False)
+@common.routes.route(
+    "GET", "/ui/tenants", summary="Tenants", tag="ui", auth="session", in_schema=False
+)
 async def tenants_page(request: web.Request) -> web.Response:
     return await _tenants(request)
 
@@ -32,15 +22,15 @@ async def _tenants(
     error: str = "",
     values: dict[str, str] | None = None,
 ) -> web.Response:
-    session = current_session(request)
+    session = common.current_session(request)
     if session.role != "operator":
         if session.tenant_id:
-            return see_other(tenant_url(session.tenant_id, "devices"))
+            return common.see_other(common.tenant_url(session.tenant_id, "devices"))
         raise NotFound("only operators see the tenants page")
-    tenants = await registry_of(request).list_tenants(session.principal)
-    counts = await admin_store(request).tenant_device_counts()
-    admins = await admin_store(request).list_admins()
-    return await render(
+    tenants = await common.registry_of(request).list_tenants(session.principal)
+    counts = await common.admin_store(request).tenant_device_counts()
+    admins = await common.admin_store(request).list_admins()
+    return await common.render(
         request,
         "tenants.html",
         {
@@ -55,19 +45,22 @@ async def _tenants(
     )
 
 
-@routes.route(
+@common.routes.route(
     "POST", "/ui/tenants", summary="Create a tenant", tag="ui", auth="session", in_schema=False
 )
 async def create_tenant(request: web.Request) -> web.Response:
-    form = posted_form(request)
-    values = {"id": form_text(form, "id", 100).strip(), "name": form_text(form, "name", 200)}
+    form = common.posted_form(request)
+    values = {
+        "id": common.form_text(form, "id", 100).strip(),
+        "name": common.form_text(form, "name", 200),
+    }
     try:
-        tenant = await registry_of(request).create_tenant(
-            principal_of(request), values["id"], values["name"]
+        tenant = await common.registry_of(request).create_tenant(
+            common.principal_of(request), values["id"], values["name"]
         )
     except (Invalid, Conflict) as e:
         return await _tenants(
             request, status=409 if isinstance(e, Conflict) else 422, error=str(e), values=values
         )
-    add_flash(request, "ok", f"Created tenant {tenant.name} ({tenant.id}).")
-    return see_other("/ui/tenants")
+    common.add_flash(request, "ok", f"Created tenant {tenant.name} ({tenant.id}).")
+    return common.see_other("/ui/tenants")

@@ -7,21 +7,7 @@ import secrets
 
 from aiohttp import web
 
-from server.admin.ui.common import (
-    PREVIEW_ROWS,
-    add_flash,
-    current_session,
-    current_tenant,
-    form_text,
-    posted_form,
-    principal_of,
-    provision_form,
-    registry_of,
-    render,
-    routes,
-    see_other,
-    tenant_url,
-)
+from server.admin.ui import common
 from server.admin.ui.state import UI, PendingUpload
 from server.registry.csvio import CsvError, RowError, parse_upload
 from server.registry.model import DeviceState
@@ -29,7 +15,7 @@ from server.registry.service import ImportRow
 from server.store.base import Conflict, Invalid
 
 
-@routes.route(
+@common.routes.route(
     "POST",
     "/ui/tenants/{tenant}/provision/preview",
     summary="Check a CSV upload",
@@ -38,10 +24,10 @@ from server.store.base import Conflict, Invalid
     in_schema=False,
 )
 async def upload_preview(request: web.Request) -> web.Response:
-    tenant = await current_tenant(request)
-    upload = posted_form(request).get("file")
+    tenant = await common.current_tenant(request)
+    upload = common.posted_form(request).get("file")
     if not isinstance(upload, web.FileField):
-        return await provision_form(
+        return await common.provision_form(
             request, tenant, status=422, upload_error="Choose a CSV file to upload."
         )
     data = await asyncio.to_thread(upload.file.read)
@@ -51,8 +37,8 @@ async def upload_preview(request: web.Request) -> web.Response:
     rows: list[ImportRow] = []
     try:
         rows = await asyncio.to_thread(parse_upload, data)
-        await registry_of(request).import_devices(
-            principal_of(request), tenant.id, rows, dry_run=True
+        await common.registry_of(request).import_devices(
+            common.principal_of(request), tenant.id, rows, dry_run=True
         )
     except CsvError as e:
         message, errors = str(e), e.errors
@@ -68,7 +54,7 @@ async def upload_preview(request: web.Request) -> web.Response:
             for d in e.details
         ]
     if message:
-        return await render(
+        return await common.render(
             request,
             "preview.html",
             {
@@ -86,14 +72,14 @@ async def upload_preview(request: web.Request) -> web.Response:
         )
     pending = PendingUpload(
         secrets.token_urlsafe(16),
-        current_session(request).username,
+        common.current_session(request).username,
         tenant.id,
         filename,
         tuple(rows),
         asyncio.get_running_loop().time(),
     )
     request.app[UI].uploads.put(pending, pending.created)
-    return await render(
+    return await common.render(
         request,
         "preview.html",
         {
@@ -103,14 +89,14 @@ async def upload_preview(request: web.Request) -> web.Response:
             "filename": filename,
             "message": "",
             "errors": [],
-            "rows": rows[:PREVIEW_ROWS],
+            "rows": rows[: common.PREVIEW_ROWS],
             "count": len(rows),
             "upload_id": pending.id,
         },
     )
 
 
-@routes.route(
+@common.routes.route(
     "POST",
     "/ui/tenants/{tenant}/provision/confirm",
     summary="Import a checked CSV upload",
@@ -119,30 +105,32 @@ async def upload_preview(request: web.Request) -> web.Response:
     in_schema=False,
 )
 async def upload_confirm(request: web.Request) -> web.Response:
-    tenant = await current_tenant(request)
+    tenant = await common.current_tenant(request)
     pending = request.app[UI].uploads.take(
-        form_text(posted_form(request), "upload_id", 100),
-        current_session(request).username,
+        common.form_text(common.posted_form(request), "upload_id", 100),
+        common.current_session(request).username,
         tenant.id,
         asyncio.get_running_loop().time(),
     )
     if pending is None:
-        return await provision_form(
+        return await common.provision_form(
             request,
             tenant,
             status=409,
             upload_error="This preview has expired or was already imported. Upload the file again.",
         )
     try:
-        n = await registry_of(request).import_devices(
-            principal_of(request), tenant.id, pending.rows
+        n = await common.registry_of(request).import_devices(
+            common.principal_of(request), tenant.id, pending.rows
         )
     except (Invalid, Conflict) as e:
-        return await provision_form(
+        return await common.provision_form(
             request,
             tenant,
             status=409,
             upload_error=f"Nothing was imported: {e}. Upload the file again to see which rows.",
         )
-    add_flash(request, "ok", f"Imported {n:,} device(s) from {pending.filename}.")
-    return see_other(tenant_url(tenant.id, "devices", tab=DeviceState.AWAITING_ACTIVATION.value))
+    common.add_flash(request, "ok", f"Imported {n:,} device(s) from {pending.filename}.")
+    return common.see_other(
+        common.tenant_url(tenant.id, "devices", tab=DeviceState.AWAITING_ACTIVATION.value)
+    )

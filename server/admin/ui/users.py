@@ -4,23 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.admin.ui.common import (
-    add_flash,
-    current_tenant,
-    form_text,
-    oauth_of,
-    posted_form,
-    principal_of,
-    render,
-    routes,
-    see_other,
-    tenant_url,
-)
+from server.admin.ui import common
 from server.registry.model import Tenant
 from server.store.base import Conflict, Invalid
 
 
-@routes.route(
+@common.routes.route(
     "GET",
     "/ui/tenants/{tenant}/users",
     summary="Tenant users",
@@ -29,7 +18,7 @@ from server.store.base import Conflict, Invalid
     in_schema=False,
 )
 async def users_page(request: web.Request) -> web.Response:
-    return await _users(request, await current_tenant(request))
+    return await _users(request, await common.current_tenant(request))
 
 
 async def _users(
@@ -40,8 +29,8 @@ async def _users(
     error: str = "",
     values: dict[str, str] | None = None,
 ) -> web.Response:
-    users = await oauth_of(request).users.list(principal_of(request), tenant.id)
-    return await render(
+    users = await common.oauth_of(request).users.list(common.principal_of(request), tenant.id)
+    return await common.render(
         request,
         "users.html",
         {
@@ -56,7 +45,7 @@ async def _users(
     )
 
 
-@routes.route(
+@common.routes.route(
     "POST",
     "/ui/tenants/{tenant}/users",
     summary="Create a tenant user",
@@ -65,19 +54,19 @@ async def _users(
     in_schema=False,
 )
 async def create_user(request: web.Request) -> web.Response:
-    tenant = await current_tenant(request)
-    form = posted_form(request)
+    tenant = await common.current_tenant(request)
+    form = common.posted_form(request)
     values = {
-        "username": form_text(form, "username", 200),
-        "display_name": form_text(form, "display_name", 200),
+        "username": common.form_text(form, "username", 200),
+        "display_name": common.form_text(form, "display_name", 200),
     }
     try:
-        user = await oauth_of(request).users.create(
-            principal_of(request),
+        user = await common.oauth_of(request).users.create(
+            common.principal_of(request),
             tenant.id,
             values["username"],
             values["display_name"],
-            form_text(form, "password", 2000),
+            common.form_text(form, "password", 2000),
         )
     except (Invalid, Conflict) as e:
         return await _users(
@@ -87,11 +76,11 @@ async def create_user(request: web.Request) -> web.Response:
             error=str(e),
             values=values,
         )
-    add_flash(request, "ok", f"Created user {user.username}.")
-    return see_other(tenant_url(tenant.id, "users"))
+    common.add_flash(request, "ok", f"Created user {user.username}.")
+    return common.see_other(common.tenant_url(tenant.id, "users"))
 
 
-@routes.route(
+@common.routes.route(
     "POST",
     "/ui/tenants/{tenant}/users/{username}/disable",
     summary="Disable a tenant user",
@@ -103,7 +92,7 @@ async def disable_user(request: web.Request) -> web.Response:
     return await _set_user_disabled(request, True)
 
 
-@routes.route(
+@common.routes.route(
     "POST",
     "/ui/tenants/{tenant}/users/{username}/enable",
     summary="Enable a tenant user",
@@ -116,15 +105,15 @@ async def enable_user(request: web.Request) -> web.Response:
 
 
 async def _set_user_disabled(request: web.Request, disabled: bool) -> web.Response:
-    tenant = await current_tenant(request)
-    user = await oauth_of(request).users.update(
-        principal_of(request), tenant.id, request.match_info["username"], disabled=disabled
+    tenant = await common.current_tenant(request)
+    user = await common.oauth_of(request).users.update(
+        common.principal_of(request), tenant.id, request.match_info["username"], disabled=disabled
     )
-    add_flash(
+    common.add_flash(
         request,
         "ok",
         f"Disabled {user.username}; devices signed in as this user were signed out."
         if disabled
         else f"Enabled {user.username}.",
     )
-    return see_other(tenant_url(tenant.id, "users"))
+    return common.see_other(common.tenant_url(tenant.id, "users"))

@@ -17,8 +17,8 @@ from server.admin.auth import (
     validate_role,
     validate_username,
 )
-from server.admin.ui.codes import provision_qr_text, qr_svg
-from server.admin.ui.common import tenant_url
+from server.admin.ui.codes import provision_qr_text
+from server.admin.ui.common import qr_svg, tenant_url
 from server.admin.ui.state import (
     Flash,
     FlashBox,
