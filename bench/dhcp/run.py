@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.netns import (  # noqa: E402 - the repo root must be on sys.path first
+from tests.helpers.netns import (  # noqa: E402 - the repo root must be on sys.path first
     SERVER_IP,
     KeaDhcp4,
     Node,
