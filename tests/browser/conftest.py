@@ -28,6 +28,8 @@ from urllib.parse import urlencode
 
 import pytest
 
+from tests.helpers.proc import free_port
+
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="pip install playwright (the test extras) for browser tests"
 )
@@ -51,12 +53,6 @@ if not CHROMIUM.exists():
         f"{CHROMIUM} not found: apt-get install chromium (scripts/install-debian-deps.sh)",
         allow_module_level=True,
     )
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def imprint_argv() -> list[str]:

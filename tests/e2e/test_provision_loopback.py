@@ -32,6 +32,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.proc import free_port
+
 TENANT = "lab"
 TENANT_NAME = "Lab Tenant Ltd"
 MDNS_MAC = "02:00:5e:00:02:01"  # the static neighbour of 127.0.0.1
@@ -43,13 +45,6 @@ def script(name: str) -> list[str]:
     exe = Path(sys.executable).with_name(name)
     module = "server" if name == "imprint" else "device_emulator"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", module]
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def flat(text: str) -> str:

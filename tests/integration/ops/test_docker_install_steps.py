@@ -16,7 +16,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import stat
 import subprocess
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from server import __version__
+from tests.helpers.proc import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 NETWORK_TROUBLE = (
@@ -182,12 +182,6 @@ def test_installed_server_runs_without_the_source_tree(built: Built) -> None:
     # The server only: scapy (GPL-2.0-only) stays out of the image.
     done = built.run(built.bin("python"), "-c", "import scapy")
     assert done.returncode != 0 and "No module named 'scapy'" in done.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_installed_server_serves_and_the_healthcheck_follows_it(

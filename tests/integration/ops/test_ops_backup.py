@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import signal
-import socket
 import sqlite3
 import stat
 import subprocess
@@ -22,32 +20,10 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.proc import clean_env, free_port, run_imprint
 from tests.helpers.server import imprint_argv, wait_until
 
 BATCH = 25
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("IMPRINT_")}
-
-
-def run(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [*imprint_argv(), *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env(),
-    )
-    if check:
-        assert done.returncode == 0, done.stdout + done.stderr
-    return done
 
 
 def request(port: int, method: str, path: str, token: str, body: str | None = None) -> Any:
@@ -78,7 +54,7 @@ class Server:
                 [*imprint_argv(), "serve", "--config", str(self.config)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=env(),
+                env=clean_env(),
                 text=True,
             )
         proc = self.proc
@@ -118,8 +94,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
         "[tls]\nenabled = false\n"
     )
     srv = Server(config, tmp_path / "state" / "imprint.db", port, tmp_path / "serve.log")
-    run(config, "tenants", "create", "--id", "acme", "--name", "Acme")
-    srv.token = run(config, "tokens", "create", "--role", "operator").stdout.strip()
+    run_imprint(config, "tenants", "create", "--id", "acme", "--name", "Acme")
+    srv.token = run_imprint(config, "tokens", "create", "--role", "operator").stdout.strip()
     try:
         yield srv
     finally:
@@ -182,7 +158,7 @@ def test_backup_while_writing_then_restore_keeps_every_whole_batch(
         before = writer.done
         backup = tmp_path / "backups" / "imprint-backup.db"
         backup.parent.mkdir()
-        done = run(server.config, "db", "backup", str(backup))
+        done = run_imprint(server.config, "db", "backup", str(backup))
         after = writer.done
         writer.wait_for(after + 2)  # and the server still takes writes afterwards
     finally:
@@ -234,13 +210,13 @@ def test_backup_while_writing_then_restore_keeps_every_whole_batch(
 
 
 def test_backup_refuses_the_live_file_and_a_missing_folder(server: Server, tmp_path: Path) -> None:
-    run(server.config, "devices", "add", "--tenant", "acme", "--mac", "02:00:5e:0c:00:02")
-    done = run(server.config, "db", "backup", str(server.db), check=False)
+    run_imprint(server.config, "devices", "add", "--tenant", "acme", "--mac", "02:00:5e:0c:00:02")
+    done = run_imprint(server.config, "db", "backup", str(server.db), check=False)
     assert done.returncode == 1 and "live database" in done.stderr
-    done = run(server.config, "db", "backup", str(tmp_path / "nope" / "b.db"), check=False)
+    done = run_imprint(server.config, "db", "backup", str(tmp_path / "nope" / "b.db"), check=False)
     assert done.returncode == 1 and "does not exist" in done.stderr
     other = tmp_path / "other.toml"
     other.write_text('[store]\npath = "elsewhere/imprint.db"\n')
-    done = run(other, "db", "backup", str(tmp_path / "b.db"), check=False)
+    done = run_imprint(other, "db", "backup", str(tmp_path / "b.db"), check=False)
     assert done.returncode == 1 and "no database" in done.stderr
     assert not (tmp_path / "elsewhere" / "imprint.db").exists()

@@ -21,6 +21,7 @@ from server import __version__
 from server.app import build_app
 from server.web.keys import SERVICES
 from tests.helpers.app import lab_settings
+from tests.helpers.proc import free_port
 from tests.helpers.server import Metrics
 
 MAC1, MAC2 = "02:00:5e:00:07:01", "02:00:5e:00:07:02"
@@ -29,12 +30,6 @@ WAIT = 5.0
 NAME = re.compile(r"^imprint_[a-z0-9_]+$")
 MAC_LIKE = re.compile(r"([0-9a-f]{2}[:-]){5}[0-9a-f]{2}|[0-9a-f]{12}", re.IGNORECASE)
 CODE_LIKE = re.compile(r"[BCDFGHJKLMNPQRSTVWXZ]{4}-?[BCDFGHJKLMNPQRSTVWXZ]{4}", re.IGNORECASE)
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def inform(mac: str, xid: int) -> bytes:
@@ -83,7 +78,7 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
     device = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     device.bind(("127.0.0.1", 0))
     device.setblocking(False)
-    port = free_udp_port()
+    port = free_port(socket.SOCK_DGRAM)
     settings = lab_settings(
         tmp_path,
         "[dhcp]\nenabled = true\nmode = 'inform'\nhost = '127.0.0.1'\n"

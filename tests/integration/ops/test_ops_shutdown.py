@@ -11,7 +11,6 @@ arriving is not one it can finish.)
 from __future__ import annotations
 
 import http.client
-import os
 import select
 import signal
 import socket
@@ -23,32 +22,11 @@ from pathlib import Path
 import dnslib
 import pytest
 
+from tests.helpers.proc import clean_env, free_port, run_imprint
 from tests.helpers.server import imprint_argv, wait_until
 
 MAC = "02:00:5e:00:0d:01"
 QUERIER = "127.0.0.3"  # a non-legacy mDNS querier (source port 5353) on loopback
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("IMPRINT_")}
-
-
-def cli(config: Path, *args: str) -> str:
-    done = subprocess.run(
-        [*imprint_argv(), *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env(),
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 def recv(sock: socket.socket, timeout: float) -> bytes | None:
@@ -77,16 +55,16 @@ def test_sigterm_finishes_the_request_in_flight_then_says_goodbye_and_closes(
         f'[mdns]\nenabled = true\nhost = "127.0.0.1"\nport = {mdns_port}\n'
         f'static_neighbours = {{ "{QUERIER}" = "{MAC}" }}\n'
     )
-    cli(config, "tenants", "create", "--id", "acme", "--name", "Acme")
-    cli(config, "devices", "add", "--tenant", "acme", "--mac", MAC)
-    token = cli(config, "tokens", "create", "--role", "operator").strip()
+    run_imprint(config, "tenants", "create", "--id", "acme", "--name", "Acme")
+    run_imprint(config, "devices", "add", "--tenant", "acme", "--mac", MAC)
+    token = run_imprint(config, "tokens", "create", "--role", "operator").stdout.strip()
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [*imprint_argv(), "serve", "--config", str(config)],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=env(),
+            env=clean_env(),
             text=True,
         )
     conn: http.client.HTTPConnection | None = None

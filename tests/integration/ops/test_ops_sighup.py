@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -20,16 +19,11 @@ from typing import Any
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
 
+from tests.helpers.proc import clean_env, free_port, run_imprint
 from tests.helpers.server import imprint_argv, wait_until
 
 MAC = "02:00:5e:00:08:01"
 OPTION = 242  # a site-specific code (RFC 3942) the test profile sends
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def config_text(
@@ -141,21 +135,6 @@ def post_json(port: int, path: str, body: Any) -> tuple[int, Any]:
         conn.close()
 
 
-def env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("IMPRINT_")}
-
-
-def cli(config: Path, *args: str) -> None:
-    done = subprocess.run(
-        [*imprint_argv(), *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env(),
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     device = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -169,15 +148,15 @@ def served(tmp_path: Path) -> Iterator[Served]:
     }
     config = tmp_path / "imprint.toml"
     config.write_text(config_text(**params))
-    cli(config, "tenants", "create", "--id", "acme", "--name", "Acme")
-    cli(config, "devices", "add", "--tenant", "acme", "--mac", MAC)
+    run_imprint(config, "tenants", "create", "--id", "acme", "--name", "Acme")
+    run_imprint(config, "devices", "add", "--tenant", "acme", "--mac", MAC)
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [*imprint_argv(), "serve", "--config", str(config)],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=env(),
+            env=clean_env(),
             text=True,
         )
     s = Served(proc, config, log, params["http_port"], params["dhcp_port"], device, params)
@@ -268,7 +247,7 @@ def test_sighup_applies_profiles_and_logging_and_names_what_needs_a_restart(
     assert decision["msg_type"] == "inform" and decision["profile"] == "acme"
 
     # [codes] max_attempts = 3 holds for the next code entry: 2 attempts left after one miss.
-    cli(served.config, "codes", "generate", "--tenant", "acme", "--mac", MAC)
+    run_imprint(served.config, "codes", "generate", "--tenant", "acme", "--mac", MAC)
     status, body = post_json(served.http_port, "/provision", {"mac": MAC, "code": "BBBB-BBBB"})
     assert (status, body["error"], body["attempts_left"]) == (401, "wrong_code", 2)
 

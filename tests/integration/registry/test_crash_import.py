@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.proc import free_port
+
 ROWS = 100_000
 TENANT = "crash"
 DEADLINE_S = 60.0
@@ -38,13 +40,6 @@ def imprint_cli() -> Path:
     exe = Path(sys.executable).with_name("imprint")
     assert exe.exists(), f"{exe} missing: the package must be installed in this venv"
     return exe
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def build_csv(n: int) -> bytes:

@@ -26,6 +26,7 @@ from device_emulator.fleet import (
     read_export,
 )
 from device_emulator.mdns_client import query_service
+from tests.helpers.proc import free_port
 
 HEADER = "MAC ID,Location,Verification code,Code expires (UTC),State\r\n"
 MS_UC_43 = b"\x01\x0cMS-UC-Client\x02\x05https\x03\x09127.0.0.1\x04\x048443\x05\x0a/provision"
@@ -130,18 +131,11 @@ async def dhcp_peer() -> AsyncIterator[tuple[DhcpPeer, tuple[str, int]]]:
     transport.close()
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def test_one_dhcp_socket_serves_many_devices_by_xid(
     dhcp_peer: tuple[DhcpPeer, tuple[str, int]],
 ) -> None:
     peer, address = dhcp_peer
-    shared = await SharedUdpDhcp.open(address, client_port=free_udp_port())
+    shared = await SharedUdpDhcp.open(address, client_port=free_port(socket.SOCK_DGRAM))
     demux = DhcpDemux(shared)
     demux.start()
     macs = [f"02:00:5e:00:10:{i:02x}" for i in range(60)]
@@ -178,7 +172,7 @@ async def test_two_views_cannot_claim_one_xid(
     dhcp_peer: tuple[DhcpPeer, tuple[str, int]],
 ) -> None:
     _, address = dhcp_peer
-    demux = DhcpDemux(await SharedUdpDhcp.open(address, client_port=free_udp_port()))
+    demux = DhcpDemux(await SharedUdpDhcp.open(address, client_port=free_port(socket.SOCK_DGRAM)))
     demux.start()
     payload = bytes(BOOTP(op=1, xid=0x1234) / DHCP(options=[("message-type", "inform"), "end"]))
     first, second = demux.view(), demux.view()
