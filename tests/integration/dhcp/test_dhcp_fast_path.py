@@ -8,7 +8,7 @@ import os
 import random
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -18,12 +18,13 @@ from scapy.layers.dhcp import BOOTP
 from server.core.metrics import Counter, Registry
 from server.dhcp.codec import MessageType, decode
 from server.dhcp.leasedb import SqliteLeaseWriter
-from server.dhcp.pool import Lease, LeaseState, MemoryLeaseStore, subnet_from_mapping
+from server.dhcp.pool import Lease, LeaseState, subnet_from_mapping
 from server.dhcp.responder import Mode
 from server.dhcp.service import DhcpConfig, DhcpService
 from server.dhcp.transport import DhcpServer, start_dhcp
-from server.registry.model import DeviceState, DeviceView, ProvisioningEndpoint
+from server.registry.model import ProvisioningEndpoint
 from server.store.sqlite import SqliteStore
+from tests.helpers.dhcp import GatedStore, device_view
 from tests.helpers.fixtures import scapy_dhcp
 
 A = "02:00:5e:00:01:01"
@@ -35,10 +36,6 @@ SUBNET = subnet_from_mapping(
     {"subnet": "198.18.77.0/24", "pool": "198.18.77.100-198.18.77.199", "lease_time": 600}
 )
 T0 = 1_700_000_000.0
-
-
-def view(mac: str) -> DeviceView:
-    return DeviceView(mac, "acme", "Acme", DeviceState.AWAITING_ACTIVATION, "desk")
 
 
 def lease(ip: str, mac: str = A, state: LeaseState = LeaseState.BOUND) -> Lease:
@@ -155,7 +152,7 @@ async def test_full_mode_stores_inline_and_falls_back_to_the_store_when_busy(
         reg = Registry()
         cfg = DhcpConfig(mode=Mode.FULL, server_ip=SERVER, endpoint=EP, subnets=(SUBNET,))
         svc = DhcpService(
-            cfg, {A: view(A), B: view(B)}, reg, lease_store=store, lease_db=store.path
+            cfg, {A: device_view(A), B: device_view(B)}, reg, lease_store=store, lease_db=store.path
         )
         await svc.start()
         try:
@@ -190,20 +187,6 @@ async def test_full_mode_stores_inline_and_falls_back_to_the_store_when_busy(
             await svc.close()
 
 
-class GatedStore(MemoryLeaseStore):
-    """A real in-memory lease store whose commits wait until the test opens the gate."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = asyncio.Event()
-        self.waiting = 0
-
-    async def save_leases(self, changes: Sequence[Lease]) -> None:
-        self.waiting += 1
-        await self.gate.wait()
-        await super().save_leases(changes)
-
-
 async def recv(sock: socket.socket, within: float = WAIT) -> BOOTP:
     loop = asyncio.get_running_loop()
     return BOOTP(await asyncio.wait_for(loop.sock_recv(sock, 4096), within))
@@ -222,7 +205,7 @@ async def test_a_pending_commit_holds_only_its_own_clients_replies() -> None:
     cfg = DhcpConfig(
         mode=Mode.FULL, server_ip="127.0.0.1", endpoint=EP, subnets=(subnet,), server_port=port
     )
-    service = DhcpService(cfg, {A: view(A), B: view(B)}, reg, None, store)
+    service = DhcpService(cfg, {A: device_view(A), B: device_view(B)}, reg, None, store)
     server: DhcpServer = await start_dhcp(service, "127.0.0.1", 0)
     loop = asyncio.get_running_loop()
     try:

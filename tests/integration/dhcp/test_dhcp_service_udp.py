@@ -9,48 +9,25 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
 
-from server.core.metrics import Counter, Registry
-from server.dhcp.pool import Lease, MemoryLeaseStore, subnet_from_mapping
+from server.core.metrics import Registry
+from server.dhcp.pool import subnet_from_mapping
 from server.dhcp.responder import Mode
 from server.dhcp.service import DhcpConfig, DhcpService
 from server.dhcp.transport import DhcpServer, interface_address, start_dhcp
 from server.registry.discovered import DiscoveredDevices
-from server.registry.model import DeviceState, DeviceView, ProvisioningEndpoint
+from server.registry.model import ProvisioningEndpoint
+from tests.helpers.dhcp import GatedStore, counter, device_view, inform
 
 MAC = "02:00:5e:00:01:01"
 STRANGER = "02:00:5e:00:09:09"
 EP = ProvisioningEndpoint("https", "imprint.example.net", 8443, "/provision", "cd" * 32)
 WAIT = 5.0  # upper bound on any single wait; loopback answers in milliseconds
-
-
-def view(mac: str) -> DeviceView:
-    return DeviceView(mac, "acme", "Acme", DeviceState.AWAITING_ACTIVATION, "bench 1")
-
-
-def inform(mac: str, xid: int) -> bytes:
-    return bytes(
-        BOOTP(op=1, xid=xid, ciaddr="127.0.0.1", chaddr=bytes.fromhex(mac.replace(":", "")))
-        / DHCP(
-            options=[
-                ("message-type", "inform"),
-                ("vendor_class_id", b"MS-UC-Client"),
-                ("param_req_list", [1, 3, 6, 43, 120]),
-                "end",
-            ]
-        )
-    )
-
-
-def counter(reg: Registry, name: str) -> Counter:
-    m = reg.get(name)
-    assert isinstance(m, Counter)
-    return m
 
 
 async def wait_until(cond: object, what: str) -> None:
@@ -85,7 +62,7 @@ async def send(sock: socket.socket, data: bytes, server: DhcpServer) -> None:
 
 async def test_inform_over_udp_gets_ack_and_unregistered_gets_nothing() -> None:
     reg = Registry()
-    index = {MAC: view(MAC)}
+    index = {MAC: device_view(MAC)}
     discovered = DiscoveredDevices()
     async with client_socket() as client:
         port = client.getsockname()[1]
@@ -116,7 +93,7 @@ async def test_inform_over_udp_gets_ack_and_unregistered_gets_nothing() -> None:
             assert seen.interface == "127.0.0.1"  # no interface given: the bound address
 
             # Registering the stranger takes effect on its very next packet.
-            index[STRANGER] = view(STRANGER)
+            index[STRANGER] = device_view(STRANGER)
             await send(client, inform(STRANGER, 0x55667789), server)
             assert BOOTP(await recv(client)).xid == 0x55667789
             assert counter(reg, "imprint_dhcp_errors_total").total() == 0
@@ -129,7 +106,7 @@ async def test_garbage_datagrams_are_counted_and_the_server_keeps_answering() ->
     async with client_socket() as client:
         port = client.getsockname()[1]
         cfg = DhcpConfig(mode=Mode.INFORM, server_ip="127.0.0.1", endpoint=EP, client_port=port)
-        server = await start_dhcp(DhcpService(cfg, {MAC: view(MAC)}, reg), "127.0.0.1", 0)
+        server = await start_dhcp(DhcpService(cfg, {MAC: device_view(MAC)}, reg), "127.0.0.1", 0)
         try:
             for junk in (b"", b"\x01", os.urandom(300), inform(MAC, 1)[:250]):
                 await send(client, junk, server)
@@ -140,20 +117,6 @@ async def test_garbage_datagrams_are_counted_and_the_server_keeps_answering() ->
             assert counter(reg, "imprint_dhcp_errors_total").total() == 0
         finally:
             await server.close()
-
-
-class GatedStore(MemoryLeaseStore):
-    """A real in-memory lease store whose commits wait until the test opens the gate."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = asyncio.Event()
-        self.waiting = 0
-
-    async def save_leases(self, changes: Sequence[Lease]) -> None:
-        self.waiting += 1
-        await self.gate.wait()
-        await super().save_leases(changes)
 
 
 def relayed(msg_type: str, xid: int, mac: str = MAC, *extra: tuple[object, ...]) -> bytes:
@@ -174,7 +137,7 @@ async def test_full_mode_through_a_relay_and_load_shedding_when_the_queue_is_ful
         cfg = DhcpConfig(
             mode=Mode.FULL, server_ip="127.0.0.1", endpoint=EP, subnets=(subnet,), server_port=port
         )
-        service = DhcpService(cfg, {MAC: view(MAC)}, reg, None, store)
+        service = DhcpService(cfg, {MAC: device_view(MAC)}, reg, None, store)
         server = await start_dhcp(service, "127.0.0.1", 0, queue_size=2, workers=1)
         try:
             await send(relay, relayed("discover", 1), server)
@@ -211,7 +174,7 @@ async def test_bound_to_an_interface_still_answers() -> None:
         port = client.getsockname()[1]
         cfg = DhcpConfig(mode=Mode.INFORM, server_ip="127.0.0.1", endpoint=EP, client_port=port)
         server = await start_dhcp(
-            DhcpService(cfg, {MAC: view(MAC)}, reg), "127.0.0.1", 0, interface="lo"
+            DhcpService(cfg, {MAC: device_view(MAC)}, reg), "127.0.0.1", 0, interface="lo"
         )
         try:
             assert server.interface == "lo"

@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from scapy.layers.dhcp import BOOTP, DHCP
+from scapy.layers.dhcp import BOOTP
 
 from server import __version__
 from server.app import build_app
 from server.web.keys import SERVICES
 from tests.helpers.app import lab_settings
+from tests.helpers.dhcp import inform
 from tests.helpers.proc import free_port
 from tests.helpers.server import Metrics
 
@@ -30,20 +31,6 @@ WAIT = 5.0
 NAME = re.compile(r"^imprint_[a-z0-9_]+$")
 MAC_LIKE = re.compile(r"([0-9a-f]{2}[:-]){5}[0-9a-f]{2}|[0-9a-f]{12}", re.IGNORECASE)
 CODE_LIKE = re.compile(r"[BCDFGHJKLMNPQRSTVWXZ]{4}-?[BCDFGHJKLMNPQRSTVWXZ]{4}", re.IGNORECASE)
-
-
-def inform(mac: str, xid: int) -> bytes:
-    return bytes(
-        BOOTP(op=1, xid=xid, ciaddr="127.0.0.1", chaddr=bytes.fromhex(mac.replace(":", "")))
-        / DHCP(
-            options=[
-                ("message-type", "inform"),
-                ("vendor_class_id", b"MS-UC-Client"),
-                ("param_req_list", [1, 3, 6, 43, 120]),
-                "end",
-            ]
-        )
-    )
 
 
 @dataclass
