@@ -14,10 +14,11 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from server import __version__
-from server.registry.csvio import TEMPLATE, CsvError, parse_upload, write_export
+from server.registry.csvio import CsvError, parse_upload
 from server.registry.model import Device, DeviceState, Tenant
 from server.registry.service import Principal, Registry, iso
 from server.store.base import Invalid
+from server.web.downloads import export_download, template_download
 from server.web.errors import ApiError, json_errors
 from server.web.keys import SERVICES, Services
 from server.web.routes import Param, RouteTable
@@ -334,16 +335,7 @@ async def list_devices(request: web.Request) -> web.Response:
 async def export_csv(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
     rows = await reg(request).export(who(request), tenant, request.query.get("state") or None)
-    text = await asyncio.to_thread(write_export, rows)
-    return web.Response(
-        text=text,
-        content_type="text/csv",
-        charset="utf-8",
-        headers={
-            "Content-Disposition": f'attachment; filename="imprint-{tenant}-devices.csv"',
-            "Cache-Control": "no-store",
-        },
-    )
+    return await export_download(tenant, rows)
 
 
 @routes.route(
@@ -462,12 +454,7 @@ async def reset_device(request: web.Request) -> web.Response:
     responses={200: ("CSV template", "text/csv")},
 )
 async def template_csv(request: web.Request) -> web.Response:
-    return web.Response(
-        text=TEMPLATE,
-        content_type="text/csv",
-        charset="utf-8",
-        headers={"Content-Disposition": 'attachment; filename="imprint-devices-template.csv"'},
-    )
+    return template_download()
 
 
 @routes.route(

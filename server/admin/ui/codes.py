@@ -11,9 +11,9 @@ from aiohttp import web
 from server.admin.ui import common
 from server.admin.ui.state import page_count, when
 from server.core.mac import MacError, normalize_mac
-from server.registry.csvio import write_export
 from server.registry.model import DeviceState
 from server.store.base import Invalid
+from server.web.downloads import export_download
 
 
 @common.routes.route(
@@ -92,16 +92,7 @@ async def export_csv(request: web.Request) -> web.Response:
     tenant = await common.current_tenant(request)
     state = request.query.get("state") or None
     rows = await common.registry_of(request).export(common.principal_of(request), tenant.id, state)
-    text = await asyncio.to_thread(write_export, rows)
-    return web.Response(
-        text=text,
-        content_type="text/csv",
-        charset="utf-8",
-        headers={
-            "Content-Disposition": f'attachment; filename="imprint-{tenant.id}-devices.csv"',
-            "Cache-Control": "no-store",
-        },
-    )
+    return await export_download(tenant.id, rows)
 
 
 def provision_qr_text(mac: str, code: str) -> str:

@@ -10,7 +10,7 @@ from aiohttp import web
 from server.admin.auth import tokens_match
 from server.admin.ui import common
 from server.admin.ui.state import UI, safe_next
-from server.registry.csvio import TEMPLATE
+from server.web.downloads import template_download
 from server.web.keys import cookies_secure
 
 
@@ -154,9 +154,4 @@ async def switch(request: web.Request) -> web.Response:
     "GET", "/ui/template.csv", summary="CSV template", tag="ui", auth="session", in_schema=False
 )
 async def template_csv(request: web.Request) -> web.Response:
-    return web.Response(
-        text=TEMPLATE,
-        content_type="text/csv",
-        charset="utf-8",
-        headers={"Content-Disposition": 'attachment; filename="imprint-devices-template.csv"'},
-    )
+    return template_download()
