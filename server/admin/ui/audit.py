@@ -7,14 +7,7 @@ from aiohttp import web
 from server.admin.ui import common
 
 
-@common.routes.route(
-    "GET",
-    "/ui/tenants/{tenant}/audit",
-    summary="Audit log",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("GET", "/ui/tenants/{tenant}/audit", "Audit log")
 async def audit_page(request: web.Request) -> web.Response:
     tenant = await common.current_tenant(request)
     before = request.query.get("before_id")

@@ -16,26 +16,12 @@ from server.store.base import Invalid
 from server.web.downloads import export_download
 
 
-@common.routes.route(
-    "GET",
-    "/ui/tenants/{tenant}/provision",
-    summary="Provision new devices",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("GET", "/ui/tenants/{tenant}/provision", "Provision new devices")
 async def provision_page(request: web.Request) -> web.Response:
     return await common.provision_form(request, await common.current_tenant(request))
 
 
-@common.routes.route(
-    "POST",
-    "/ui/tenants/{tenant}/codes",
-    summary="Generate verification codes",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("POST", "/ui/tenants/{tenant}/codes", "Generate verification codes")
 async def generate_codes(request: web.Request) -> web.Response:
     tenant = await common.current_tenant(request)
     form = common.posted_form(request)
@@ -80,14 +66,7 @@ async def generate_codes(request: web.Request) -> web.Response:
     return common.see_other(back)
 
 
-@common.routes.route(
-    "GET",
-    "/ui/tenants/{tenant}/export.csv",
-    summary="Export devices (CSV)",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("GET", "/ui/tenants/{tenant}/export.csv", "Export devices (CSV)")
 async def export_csv(request: web.Request) -> web.Response:
     tenant = await common.current_tenant(request)
     state = request.query.get("state") or None
@@ -100,14 +79,7 @@ def provision_qr_text(mac: str, code: str) -> str:
     return "imprint:provision?" + urlencode({"mac": mac, "code": code}, safe=":")
 
 
-@common.routes.route(
-    "GET",
-    "/ui/tenants/{tenant}/sheet",
-    summary="Technician sheet",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("GET", "/ui/tenants/{tenant}/sheet", "Technician sheet")
 async def sheet(request: web.Request) -> web.Response:
     tenant = await common.current_tenant(request)
     registry = common.registry_of(request)

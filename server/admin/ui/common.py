@@ -24,12 +24,20 @@ from server.provisioning.codes import format_code
 from server.registry.model import Device, DeviceState, Tenant
 from server.registry.service import Principal, Registry
 from server.web.keys import SERVICES, NotReady
-from server.web.routes import RouteTable
+from server.web.routes import Handler, RouteTable
 
 log = logging.getLogger("imprint.admin")
 PREFIX = "/ui"
 routes = RouteTable()  # mounted at PREFIX (sub_app)
 root_routes = RouteTable()  # on the root application: "/" redirects to the UI
+
+
+def page(
+    method: str, path: str, summary: str, *, auth: str = "session"
+) -> Callable[[Handler], Handler]:
+    """Declare a UI route: tagged ui, behind the admin session unless `auth="none"`, and kept
+    out of the OpenAPI document (pages are for people, not API clients)."""
+    return routes.route(method, path, summary=summary, tag="ui", auth=auth, in_schema=False)
 
 
 JINJA = web.AppKey("imprint_admin_jinja", jinja2.Environment)

@@ -25,14 +25,7 @@ async def _device(request: web.Request) -> tuple[Tenant, Device]:
     return tenant, device
 
 
-@common.routes.route(
-    "GET",
-    "/ui/tenants/{tenant}/devices/{mac}",
-    summary="One device",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("GET", "/ui/tenants/{tenant}/devices/{mac}", "One device")
 async def device_page(request: web.Request) -> web.Response:
     tenant, device = await _device(request)
     confirm = request.query.get("confirm", "")
@@ -55,13 +48,10 @@ async def device_page(request: web.Request) -> web.Response:
     )
 
 
-@common.routes.route(
+@common.page(
     "GET",
     "/ui/tenants/{tenant}/devices/{mac}/status.json",
-    summary="A device's state, for the live sign-in status",
-    tag="ui",
-    auth="session",
-    in_schema=False,
+    "A device's state, for the live sign-in status",
 )
 async def device_status(request: web.Request) -> web.Response:
     _, device = await _device(request)
@@ -76,14 +66,7 @@ async def device_status(request: web.Request) -> web.Response:
     )
 
 
-@common.routes.route(
-    "POST",
-    "/ui/tenants/{tenant}/devices/{mac}/reset",
-    summary="Reset a device",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("POST", "/ui/tenants/{tenant}/devices/{mac}/reset", "Reset a device")
 async def reset_device(request: web.Request) -> web.Response:
     tenant, device = await _device(request)
     await common.registry_of(request).reset_device(
@@ -97,14 +80,7 @@ async def reset_device(request: web.Request) -> web.Response:
     return common.see_other(common.tenant_url(tenant.id, "devices", device.mac))
 
 
-@common.routes.route(
-    "POST",
-    "/ui/tenants/{tenant}/devices/{mac}/delete",
-    summary="Delete a device",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("POST", "/ui/tenants/{tenant}/devices/{mac}/delete", "Delete a device")
 async def delete_device(request: web.Request) -> web.Response:
     tenant, device = await _device(request)
     await common.registry_of(request).delete_device(
@@ -114,14 +90,7 @@ async def delete_device(request: web.Request) -> web.Response:
     return common.see_other(common.tenant_url(tenant.id, "devices", tab=device.state.value))
 
 
-@common.routes.route(
-    "POST",
-    "/ui/tenants/{tenant}/devices/{mac}/sign-out",
-    summary="Sign a device out",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("POST", "/ui/tenants/{tenant}/devices/{mac}/sign-out", "Sign a device out")
 async def sign_out(request: web.Request) -> web.Response:
     tenant, device = await _device(request)
     await common.oauth_of(request).sign_out(common.principal_of(request), tenant.id, device.mac)
@@ -129,14 +98,7 @@ async def sign_out(request: web.Request) -> web.Response:
     return common.see_other(common.tenant_url(tenant.id, "devices", device.mac))
 
 
-@common.routes.route(
-    "POST",
-    "/ui/tenants/{tenant}/devices/{mac}/sign-in",
-    summary="Sign in a user on a device",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("POST", "/ui/tenants/{tenant}/devices/{mac}/sign-in", "Sign in a user on a device")
 async def sign_in(request: web.Request) -> web.Response:
     tenant, device = await _device(request)
     ctx: dict[str, Any] = {
@@ -163,14 +125,7 @@ async def sign_in(request: web.Request) -> web.Response:
     return await common.render(request, "sign_in.html", ctx)
 
 
-@common.routes.route(
-    "POST",
-    "/ui/tenants/{tenant}/discovered/register",
-    summary="Register a discovered device",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("POST", "/ui/tenants/{tenant}/discovered/register", "Register a discovered device")
 async def register_discovered(request: web.Request) -> web.Response:
     tenant = await common.current_tenant(request)
     if common.current_session(request).role != "operator":

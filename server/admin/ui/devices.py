@@ -15,14 +15,7 @@ from server.store.base import Conflict, Invalid
 from server.web.keys import SERVICES
 
 
-@common.routes.route(
-    "GET",
-    "/ui/tenants/{tenant}/devices",
-    summary="Devices",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("GET", "/ui/tenants/{tenant}/devices", "Devices")
 async def devices_page(request: web.Request) -> web.Response:
     tenant = await common.current_tenant(request)
     session = common.current_session(request)
@@ -101,14 +94,7 @@ async def devices_page(request: web.Request) -> web.Response:
     )
 
 
-@common.routes.route(
-    "POST",
-    "/ui/tenants/{tenant}/devices/add",
-    summary="Register one device",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("POST", "/ui/tenants/{tenant}/devices/add", "Register one device")
 async def add_device(request: web.Request) -> web.Response:
     tenant = await common.current_tenant(request)
     form = common.posted_form(request)

@@ -39,9 +39,7 @@ def _cookie(
     )
 
 
-@common.routes.route(
-    "GET", "/ui/login", summary="Admin sign-in page", tag="ui", auth="none", in_schema=False
-)
+@common.page("GET", "/ui/login", "Admin sign-in page", auth="none")
 async def login_page(request: web.Request) -> web.Response:
     lookup = await common.auth_service(request).lookup(request.cookies.get(common.SESSION_COOKIE))
     if lookup.session is not None:
@@ -75,9 +73,7 @@ async def _login_form(
     return response
 
 
-@common.routes.route(
-    "POST", "/ui/login", summary="Admin sign-in", tag="ui", auth="none", in_schema=False
-)
+@common.page("POST", "/ui/login", "Admin sign-in", auth="none")
 async def login(request: web.Request) -> web.Response:
     form = await request.post()
     username = common.form_text(form, "username", 200)
@@ -120,9 +116,7 @@ async def login(request: web.Request) -> web.Response:
     return response
 
 
-@common.routes.route(
-    "POST", "/ui/logout", summary="Admin sign-out", tag="ui", auth="session", in_schema=False
-)
+@common.page("POST", "/ui/logout", "Admin sign-out")
 async def logout(request: web.Request) -> web.Response:
     await common.auth_service(request).logout(
         request[common.SESSION_TOKEN], common.current_session(request)
@@ -132,7 +126,7 @@ async def logout(request: web.Request) -> web.Response:
     return response
 
 
-@common.routes.route("GET", "/ui", summary="Admin home", tag="ui", auth="session", in_schema=False)
+@common.page("GET", "/ui", "Admin home")
 async def home(request: web.Request) -> web.Response:
     session = common.current_session(request)
     if session.role == "operator" or session.tenant_id is None:
@@ -140,9 +134,7 @@ async def home(request: web.Request) -> web.Response:
     return common.see_other(common.tenant_url(session.tenant_id, "devices"))
 
 
-@common.routes.route(
-    "GET", "/ui/switch", summary="Go to a tenant", tag="ui", auth="session", in_schema=False
-)
+@common.page("GET", "/ui/switch", "Go to a tenant")
 async def switch(request: web.Request) -> web.Response:
     tenant = await common.registry_of(request).get_tenant(
         common.principal_of(request), request.query.get("tenant", "")
@@ -150,8 +142,6 @@ async def switch(request: web.Request) -> web.Response:
     return common.see_other(common.tenant_url(tenant.id, "devices"))
 
 
-@common.routes.route(
-    "GET", "/ui/template.csv", summary="CSV template", tag="ui", auth="session", in_schema=False
-)
+@common.page("GET", "/ui/template.csv", "CSV template")
 async def template_csv(request: web.Request) -> web.Response:
     return template_download()

@@ -8,9 +8,7 @@ from server.admin.ui import common
 from server.store.base import Conflict, Invalid, NotFound
 
 
-@common.routes.route(
-    "GET", "/ui/tenants", summary="Tenants", tag="ui", auth="session", in_schema=False
-)
+@common.page("GET", "/ui/tenants", "Tenants")
 async def tenants_page(request: web.Request) -> web.Response:
     return await _tenants(request)
 
@@ -45,9 +43,7 @@ async def _tenants(
     )
 
 
-@common.routes.route(
-    "POST", "/ui/tenants", summary="Create a tenant", tag="ui", auth="session", in_schema=False
-)
+@common.page("POST", "/ui/tenants", "Create a tenant")
 async def create_tenant(request: web.Request) -> web.Response:
     form = common.posted_form(request)
     values = {

@@ -15,14 +15,7 @@ from server.registry.service import ImportRow
 from server.store.base import Conflict, Invalid
 
 
-@common.routes.route(
-    "POST",
-    "/ui/tenants/{tenant}/provision/preview",
-    summary="Check a CSV upload",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("POST", "/ui/tenants/{tenant}/provision/preview", "Check a CSV upload")
 async def upload_preview(request: web.Request) -> web.Response:
     tenant = await common.current_tenant(request)
     upload = common.posted_form(request).get("file")
@@ -96,14 +89,7 @@ async def upload_preview(request: web.Request) -> web.Response:
     )
 
 
-@common.routes.route(
-    "POST",
-    "/ui/tenants/{tenant}/provision/confirm",
-    summary="Import a checked CSV upload",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("POST", "/ui/tenants/{tenant}/provision/confirm", "Import a checked CSV upload")
 async def upload_confirm(request: web.Request) -> web.Response:
     tenant = await common.current_tenant(request)
     pending = request.app[UI].uploads.take(

@@ -9,14 +9,7 @@ from server.registry.model import Tenant
 from server.store.base import Conflict, Invalid
 
 
-@common.routes.route(
-    "GET",
-    "/ui/tenants/{tenant}/users",
-    summary="Tenant users",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("GET", "/ui/tenants/{tenant}/users", "Tenant users")
 async def users_page(request: web.Request) -> web.Response:
     return await _users(request, await common.current_tenant(request))
 
@@ -45,14 +38,7 @@ async def _users(
     )
 
 
-@common.routes.route(
-    "POST",
-    "/ui/tenants/{tenant}/users",
-    summary="Create a tenant user",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("POST", "/ui/tenants/{tenant}/users", "Create a tenant user")
 async def create_user(request: web.Request) -> web.Response:
     tenant = await common.current_tenant(request)
     form = common.posted_form(request)
@@ -80,26 +66,12 @@ async def create_user(request: web.Request) -> web.Response:
     return common.see_other(common.tenant_url(tenant.id, "users"))
 
 
-@common.routes.route(
-    "POST",
-    "/ui/tenants/{tenant}/users/{username}/disable",
-    summary="Disable a tenant user",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("POST", "/ui/tenants/{tenant}/users/{username}/disable", "Disable a tenant user")
 async def disable_user(request: web.Request) -> web.Response:
     return await _set_user_disabled(request, True)
 
 
-@common.routes.route(
-    "POST",
-    "/ui/tenants/{tenant}/users/{username}/enable",
-    summary="Enable a tenant user",
-    tag="ui",
-    auth="session",
-    in_schema=False,
-)
+@common.page("POST", "/ui/tenants/{tenant}/users/{username}/enable", "Enable a tenant user")
 async def enable_user(request: web.Request) -> web.Response:
     return await _set_user_disabled(request, False)
 
