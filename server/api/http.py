@@ -6,9 +6,8 @@ The contract other parts and tools rely on: extend it, don't rename it.
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,8 +23,15 @@ from server.web.errors import ApiError, json_errors
 from server.web.keys import SERVICES, Services
 from server.web.routes import Param, RouteTable
 
-routes = RouteTable()
-_M = TypeVar("_M", bound=BaseModel)
+
+async def tenant_first(request: web.Request) -> None:
+    """Before any body is read: the caller may see the path's tenant at all (another tenant's
+    admin gets 404 however malformed the body)."""
+    if "tenant" in request.match_info:
+        await reg(request).get_tenant(who(request), request.match_info["tenant"])
+
+
+routes = RouteTable(before_body=tenant_first)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 
@@ -171,13 +177,6 @@ def reg(request: web.Request) -> Registry:
     return request.app[SERVICES].registry
 
 
-async def json_body(request: web.Request, model: type[_M]) -> _M:
-    raw = await request.read()
-    if not raw:
-        raise ApiError(400, "bad_request", f"send a JSON body ({', '.join(model.model_fields)})")
-    return model.model_validate(json.loads(raw))
-
-
 def int_query(request: web.Request, name: str, default: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
@@ -239,8 +238,8 @@ STATE = Param(
     auth="none",
     responses={200: ("OpenAPI document", {"type": "object"})},
 )
-async def openapi_document(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SERVICES].openapi)
+async def openapi_document(request: web.Request) -> dict[str, Any]:
+    return request.app[SERVICES].openapi
 
 
 @routes.route(
@@ -251,10 +250,9 @@ async def openapi_document(request: web.Request) -> web.Response:
     body=TenantIn,
     responses={201: ("created", TenantOut)},
 )
-async def create_tenant(request: web.Request) -> web.Response:
-    body = await json_body(request, TenantIn)
+async def create_tenant(request: web.Request, body: TenantIn) -> dict[str, Any]:
     t = await reg(request).create_tenant(who(request), body.id, body.name)
-    return web.json_response(tenant_out(t), status=201)
+    return tenant_out(t)
 
 
 @routes.route(
@@ -264,9 +262,9 @@ async def create_tenant(request: web.Request) -> web.Response:
     tag="tenants",
     responses={200: ("tenants", TenantList)},
 )
-async def list_tenants(request: web.Request) -> web.Response:
+async def list_tenants(request: web.Request) -> dict[str, Any]:
     ts = await reg(request).list_tenants(who(request))
-    return web.json_response({"count": len(ts), "results": [tenant_out(t) for t in ts]})
+    return {"count": len(ts), "results": [tenant_out(t) for t in ts]}
 
 
 @routes.route(
@@ -277,9 +275,9 @@ async def list_tenants(request: web.Request) -> web.Response:
     params=(T,),
     responses={200: ("tenant", TenantOut)},
 )
-async def get_tenant(request: web.Request) -> web.Response:
-    t = await reg(request).get_tenant(who(request), request.match_info["tenant"])
-    return web.json_response(tenant_out(t))
+async def get_tenant(request: web.Request, tenant: str) -> dict[str, Any]:
+    t = await reg(request).get_tenant(who(request), tenant)
+    return tenant_out(t)
 
 
 @routes.route(
@@ -291,12 +289,9 @@ async def get_tenant(request: web.Request) -> web.Response:
     body=DeviceIn,
     responses={201: ("registered", DeviceOut)},
 )
-async def add_device(request: web.Request) -> web.Response:
-    body = await json_body(request, DeviceIn)
-    d = await reg(request).add_device(
-        who(request), request.match_info["tenant"], body.mac, body.location
-    )
-    return web.json_response(device_out(d), status=201)
+async def add_device(request: web.Request, tenant: str, body: DeviceIn) -> dict[str, Any]:
+    d = await reg(request).add_device(who(request), tenant, body.mac, body.location)
+    return device_out(d)
 
 
 @routes.route(
@@ -313,16 +308,16 @@ async def add_device(request: web.Request) -> web.Response:
     ),
     responses={200: ("devices", DeviceList)},
 )
-async def list_devices(request: web.Request) -> web.Response:
+async def list_devices(request: web.Request, tenant: str) -> dict[str, Any]:
     count, devices = await reg(request).list_devices(
         who(request),
-        request.match_info["tenant"],
+        tenant,
         state=request.query.get("state") or None,
         q=request.query.get("q") or None,
         limit=int_query(request, "limit", 100),
         offset=int_query(request, "offset", 0),
     )
-    return web.json_response({"count": count, "results": [device_out(d) for d in devices]})
+    return {"count": count, "results": [device_out(d) for d in devices]}
 
 
 @routes.route(
@@ -333,8 +328,7 @@ async def list_devices(request: web.Request) -> web.Response:
     params=(T, STATE),
     responses={200: ("CSV file", "text/csv")},
 )
-async def export_csv(request: web.Request) -> web.Response:
-    tenant = request.match_info["tenant"]
+async def export_csv(request: web.Request, tenant: str) -> web.Response:
     rows = await reg(request).export(who(request), tenant, request.query.get("state") or None)
     return await export_download(tenant, rows)
 
@@ -353,9 +347,8 @@ async def export_csv(request: web.Request) -> web.Response:
         422: ("bad rows: nothing stored", None),
     },
 )
-async def import_devices(request: web.Request) -> web.Response:
+async def import_devices(request: web.Request, tenant: str) -> web.Response:
     principal = who(request)
-    tenant = request.match_info["tenant"]
     dry_run = bool_query(request, "dry_run")
     await reg(request).get_tenant(principal, tenant)  # 404 before reading a large body
     data = await request.read()
@@ -388,11 +381,9 @@ def _count_import_rows(request: web.Request, result: str, rows: int) -> None:
     params=(T, M),
     responses={200: ("device", DeviceOut)},
 )
-async def get_device(request: web.Request) -> web.Response:
-    d = await reg(request).get_device(
-        who(request), request.match_info["tenant"], request.match_info["mac"]
-    )
-    return web.json_response(device_out(d))
+async def get_device(request: web.Request, tenant: str, mac: str) -> dict[str, Any]:
+    d = await reg(request).get_device(who(request), tenant, mac)
+    return device_out(d)
 
 
 @routes.route(
@@ -404,12 +395,11 @@ async def get_device(request: web.Request) -> web.Response:
     body=DevicePatch,
     responses={200: ("updated", DeviceOut)},
 )
-async def patch_device(request: web.Request) -> web.Response:
-    body = await json_body(request, DevicePatch)
-    d = await reg(request).update_device(
-        who(request), request.match_info["tenant"], request.match_info["mac"], body.location
-    )
-    return web.json_response(device_out(d))
+async def patch_device(
+    request: web.Request, tenant: str, mac: str, body: DevicePatch
+) -> dict[str, Any]:
+    d = await reg(request).update_device(who(request), tenant, mac, body.location)
+    return device_out(d)
 
 
 @routes.route(
@@ -420,11 +410,9 @@ async def patch_device(request: web.Request) -> web.Response:
     params=(T, M),
     responses={204: ("deleted", None)},
 )
-async def delete_device(request: web.Request) -> web.Response:
-    await reg(request).delete_device(
-        who(request), request.match_info["tenant"], request.match_info["mac"]
-    )
-    return web.Response(status=204)
+async def delete_device(request: web.Request, tenant: str, mac: str) -> None:
+    await reg(request).delete_device(who(request), tenant, mac)
+    return None
 
 
 @routes.route(
@@ -435,11 +423,9 @@ async def delete_device(request: web.Request) -> web.Response:
     params=(T, M),
     responses={200: ("reset", DeviceOut)},
 )
-async def reset_device(request: web.Request) -> web.Response:
-    d = await reg(request).reset_device(
-        who(request), request.match_info["tenant"], request.match_info["mac"]
-    )
-    return web.json_response(device_out(d))
+async def reset_device(request: web.Request, tenant: str, mac: str) -> dict[str, Any]:
+    d = await reg(request).reset_device(who(request), tenant, mac)
+    return device_out(d)
 
 
 @routes.route(
@@ -465,10 +451,9 @@ async def template_csv(request: web.Request) -> web.Response:
         201: ("issued", {"type": "array", "items": {"$ref": "#/components/schemas/CodeOut"}})
     },
 )
-async def issue_codes(request: web.Request) -> web.Response:
-    body = await json_body(request, CodesIn)
+async def issue_codes(request: web.Request, tenant: str, body: CodesIn) -> web.Response:
     issued = await reg(request).generate_codes(
-        who(request), request.match_info["tenant"], body.macs, body.all_awaiting_activation
+        who(request), tenant, body.macs, body.all_awaiting_activation
     )
     data = [{"mac": c.mac, "code": c.code, "expires_at": c.expires_at} for c in issued]
     return web.json_response(data, status=201, headers={"Cache-Control": "no-store"})
@@ -486,11 +471,11 @@ async def issue_codes(request: web.Request) -> web.Response:
     ),
     responses={200: ("entries", AuditList)},
 )
-async def audit_log(request: web.Request) -> web.Response:
+async def audit_log(request: web.Request, tenant: str) -> dict[str, Any]:
     before = request.query.get("before_id")
     rows = await reg(request).audit(
         who(request),
-        request.match_info["tenant"],
+        tenant,
         limit=int_query(request, "limit", 100),
         before_id=int_query(request, "before_id", 0) if before else None,
     )
@@ -507,7 +492,7 @@ async def audit_log(request: web.Request) -> web.Response:
         }
         for r in rows
     ]
-    return web.json_response({"count": len(results), "results": results})
+    return {"count": len(results), "results": results}
 
 
 @routes.route(
@@ -522,7 +507,7 @@ async def audit_log(request: web.Request) -> web.Response:
         ),
     ),
 )
-async def discovered(request: web.Request) -> web.Response:
+async def discovered(request: web.Request) -> dict[str, Any]:
     principal = who(request)
     if principal.role != "operator":
         # Unregistered MACs belong to no tenant yet: only operators see the site-wide list.
@@ -541,7 +526,7 @@ async def discovered(request: web.Request) -> web.Response:
         }
         for e in entries
     ]
-    return web.json_response({"count": len(results), "results": results})
+    return {"count": len(results), "results": results}
 
 
 _PUBLIC = routes.public_handlers()  # the OpenAPI document and the CSV template

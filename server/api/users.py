@@ -8,13 +8,13 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.http import DeviceOut, M, T, device_out, json_body, who
+from server.api.http import DeviceOut, M, T, device_out, tenant_first, who
 from server.oauth.service import OAuthService
 from server.oauth.store import UserRow
 from server.web.keys import SERVICES
 from server.web.routes import Param, RouteTable
 
-routes = RouteTable()
+routes = RouteTable(before_body=tenant_first)
 
 
 def _oauth(request: web.Request) -> OAuthService:
@@ -43,10 +43,8 @@ class SignInOut(BaseModel):
         409: ("the device has not started sign-in, or is not provisioned", None),
     },
 )
-async def admin_sign_in(request: web.Request) -> web.Response:
-    code = await _oauth(request).sign_in_code(
-        who(request), request.match_info["tenant"], request.match_info["mac"]
-    )
+async def admin_sign_in(request: web.Request, tenant: str, mac: str) -> web.Response:
+    code = await _oauth(request).sign_in_code(who(request), tenant, mac)
     return web.json_response(
         {
             "mac": code.mac,
@@ -67,11 +65,9 @@ async def admin_sign_in(request: web.Request) -> web.Response:
     params=(T, M),
     responses={200: ("signed out", DeviceOut), 409: ("the device is not provisioned", None)},
 )
-async def admin_sign_out(request: web.Request) -> web.Response:
-    d = await _oauth(request).sign_out(
-        who(request), request.match_info["tenant"], request.match_info["mac"]
-    )
-    return web.json_response(device_out(d))
+async def admin_sign_out(request: web.Request, tenant: str, mac: str) -> dict[str, Any]:
+    d = await _oauth(request).sign_out(who(request), tenant, mac)
+    return device_out(d)
 
 
 # ---- admin: tenant user accounts ------------------------------------------------------------------
@@ -128,13 +124,6 @@ def user_out(u: UserRow) -> dict[str, Any]:
 U = Param("username", "path", {"type": "string"}, "the account's username")
 
 
-async def _tenant_first(request: web.Request) -> str:
-    """Check the tenant before reading any body: another tenant's admin gets 404, nothing else."""
-    tenant = request.match_info["tenant"]
-    await request.app[SERVICES].registry.get_tenant(who(request), tenant)
-    return tenant
-
-
 @routes.route(
     "POST",
     "/api/v1/tenants/{tenant}/users",
@@ -144,13 +133,11 @@ async def _tenant_first(request: web.Request) -> str:
     body=UserIn,
     responses={201: ("created", UserOut), 409: ("username taken", None)},
 )
-async def create_user(request: web.Request) -> web.Response:
-    tenant = await _tenant_first(request)
-    body = await json_body(request, UserIn)
+async def create_user(request: web.Request, tenant: str, body: UserIn) -> dict[str, Any]:
     u = await _oauth(request).users.create(
         who(request), tenant, body.username, body.display_name, body.password
     )
-    return web.json_response(user_out(u), status=201)
+    return user_out(u)
 
 
 @routes.route(
@@ -161,9 +148,9 @@ async def create_user(request: web.Request) -> web.Response:
     params=(T,),
     responses={200: ("accounts", UserList)},
 )
-async def list_users(request: web.Request) -> web.Response:
-    users = await _oauth(request).users.list(who(request), request.match_info["tenant"])
-    return web.json_response({"count": len(users), "results": [user_out(u) for u in users]})
+async def list_users(request: web.Request, tenant: str) -> dict[str, Any]:
+    users = await _oauth(request).users.list(who(request), tenant)
+    return {"count": len(users), "results": [user_out(u) for u in users]}
 
 
 @routes.route(
@@ -174,11 +161,9 @@ async def list_users(request: web.Request) -> web.Response:
     params=(T, U),
     responses={200: ("account", UserOut)},
 )
-async def get_user(request: web.Request) -> web.Response:
-    u = await _oauth(request).users.get(
-        who(request), request.match_info["tenant"], request.match_info["username"]
-    )
-    return web.json_response(user_out(u))
+async def get_user(request: web.Request, tenant: str, username: str) -> dict[str, Any]:
+    u = await _oauth(request).users.get(who(request), tenant, username)
+    return user_out(u)
 
 
 @routes.route(
@@ -190,17 +175,17 @@ async def get_user(request: web.Request) -> web.Response:
     body=UserPatch,
     responses={200: ("updated", UserOut)},
 )
-async def patch_user(request: web.Request) -> web.Response:
-    tenant = await _tenant_first(request)
-    body = await json_body(request, UserPatch)
+async def patch_user(
+    request: web.Request, tenant: str, username: str, body: UserPatch
+) -> dict[str, Any]:
     u = await _oauth(request).users.update(
         who(request),
         tenant,
-        request.match_info["username"],
+        username,
         disabled=body.disabled,
         display_name=body.display_name,
     )
-    return web.json_response(user_out(u))
+    return user_out(u)
 
 
 @routes.route(
@@ -212,13 +197,11 @@ async def patch_user(request: web.Request) -> web.Response:
     body=PasswordIn,
     responses={204: ("changed", None)},
 )
-async def reset_password(request: web.Request) -> web.Response:
-    tenant = await _tenant_first(request)
-    body = await json_body(request, PasswordIn)
-    await _oauth(request).users.reset_password(
-        who(request), tenant, request.match_info["username"], body.password
-    )
-    return web.Response(status=204)
+async def reset_password(
+    request: web.Request, tenant: str, username: str, body: PasswordIn
+) -> None:
+    await _oauth(request).users.reset_password(who(request), tenant, username, body.password)
+    return None
 
 
 __all__ = ["routes"]

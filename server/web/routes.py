@@ -5,6 +5,10 @@ One declaration per route, so the document cannot drift from what the server ser
 
 from __future__ import annotations
 
+import functools
+import inspect
+import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +17,66 @@ from aiohttp import web
 from pydantic import BaseModel
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A handler may also take the route's path parameters and its JSON body by name, and return
+# what the declared response carries (a dict or model, None for 204) instead of a Response.
+Endpoint = Callable[..., Awaitable[Any]]
+_PATH_PARAM = re.compile(r"\{(\w+)\}")
+
+
+class BodyError(ValueError):
+    """The request has no JSON body where the route declares one."""
+
+
+async def read_json(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    """The body parsed and validated by `model` (ValidationError and JSONDecodeError are in
+    the error table of server/web/errors.py: 400 with the fields to fix)."""
+    raw = await request.read()
+    if not raw:
+        raise BodyError(f"send a JSON body ({', '.join(model.model_fields)})")
+    return model.model_validate(json.loads(raw))
+
+
+def _adapt(
+    fn: Endpoint,
+    path: str,
+    body: type[BaseModel] | str | None,
+    ok: int,
+    before_body: Callable[[web.Request], Awaitable[None]] | None,
+) -> Handler:
+    """Wrap `fn(request, **path_params, body=...)` as an aiohttp handler.
+
+    Path parameters named in the path are passed by name; `body` (when the route declares a
+    model) is read and validated first, after `before_body` (the table's check that the caller
+    may touch the resource at all: a body is not even parsed for someone who may not); a
+    returned dict or model becomes JSON with the route's
+    success status, None becomes 204, a Response passes through."""
+    wanted = list(inspect.signature(fn).parameters)[1:]
+    path_names = [n for n in wanted if n in _PATH_PARAM.findall(path)]
+    model = body if isinstance(body, type) and issubclass(body, BaseModel) else None
+    takes_body = "body" in wanted
+    unknown = set(wanted) - set(path_names) - {"body"}
+    if unknown or (takes_body and model is None):
+        raise TypeError(
+            f"{fn.__name__}: parameters {sorted(unknown or {'body'})} are not in {path}"
+        )
+
+    @functools.wraps(fn)
+    async def handler(request: web.Request) -> web.StreamResponse:
+        kwargs: dict[str, Any] = {n: request.match_info[n] for n in path_names}
+        if takes_body and model is not None:
+            if before_body is not None:
+                await before_body(request)
+            kwargs["body"] = await read_json(request, model)
+        result = await fn(request, **kwargs)
+        if isinstance(result, web.StreamResponse):
+            return result
+        if result is None:
+            return web.Response(status=204)
+        if isinstance(result, BaseModel):
+            result = result.model_dump(mode="json")
+        return web.json_response(result, status=ok)
+
+    return handler
 
 
 @dataclass(frozen=True)
@@ -43,8 +107,11 @@ class Op:
 class RouteTable:
     """Collects Ops; `add_to(app)` registers them, `ops` feeds the OpenAPI builder."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, before_body: Callable[[web.Request], Awaitable[None]] | None = None
+    ) -> None:
         self.ops: list[Op] = []
+        self.before_body = before_body
 
     def route(
         self,
@@ -59,10 +126,23 @@ class RouteTable:
         | None = None,
         params: tuple[Param, ...] = (),
         in_schema: bool = True,
-    ) -> Callable[[Handler], Handler]:
-        def deco(fn: Handler) -> Handler:
+    ) -> Callable[[Endpoint], Endpoint]:
+        def deco(fn: Endpoint) -> Endpoint:
+            ok = min((s for s in responses or {} if 200 <= s < 300), default=200)
+            handler = _adapt(fn, path, body, ok, self.before_body)
             self.ops.append(
-                Op(method, path, fn, summary, tag, auth, body, responses or {}, params, in_schema)
+                Op(
+                    method,
+                    path,
+                    handler,
+                    summary,
+                    tag,
+                    auth,
+                    body,
+                    responses or {},
+                    params,
+                    in_schema,
+                )
             )
             return fn
 

@@ -24,7 +24,7 @@ from server.provisioning.codes import format_code
 from server.registry.model import Device, DeviceState, Tenant
 from server.registry.service import Principal, Registry
 from server.web.keys import SERVICES, NotReady
-from server.web.routes import Handler, RouteTable
+from server.web.routes import Endpoint, RouteTable
 
 log = logging.getLogger("imprint.admin")
 PREFIX = "/ui"
@@ -34,7 +34,7 @@ root_routes = RouteTable()  # on the root application: "/" redirects to the UI
 
 def page(
     method: str, path: str, summary: str, *, auth: str = "session"
-) -> Callable[[Handler], Handler]:
+) -> Callable[[Endpoint], Endpoint]:
     """Declare a UI route: tagged ui, behind the admin session unless `auth="none"`, and kept
     out of the OpenAPI document (pages are for people, not API clients)."""
     return routes.route(method, path, summary=summary, tag="ui", auth=auth, in_schema=False)
