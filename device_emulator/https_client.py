@@ -450,16 +450,39 @@ class HttpConnection:
         time_limit: float = 10.0,
         keep_alive: bool = True,
     ) -> HttpResponse:
-        """Send one request and read its response within `time_limit` seconds."""
+        """Send one request (with a JSON body, if given) and read its response."""
+        body = None if json_body is None else json.dumps(json_body).encode("utf-8")
+        return await self.send(
+            method,
+            target,
+            body=body,
+            content_type="application/json" if body is not None else None,
+            time_limit=time_limit,
+            keep_alive=keep_alive,
+        )
+
+    async def send(
+        self,
+        method: str,
+        target: str,
+        *,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+        time_limit: float = 10.0,
+        keep_alive: bool = True,
+    ) -> HttpResponse:
+        """Send one request with a raw body and extra headers; read its response within
+        `time_limit` seconds. A failed exchange aborts the connection."""
         if not self.reusable:
             raise HttpError("this connection cannot carry another request")
-        body = None if json_body is None else json.dumps(json_body).encode("utf-8")
         data = build_request(
             method,
             target,
             _host_header(self.scheme, self.host, self.port),
             body=body,
-            content_type="application/json" if body is not None else None,
+            content_type=content_type,
+            headers=headers,
             keep_alive=keep_alive,
         )
         parser = ResponseParser(head_request=method == "HEAD")

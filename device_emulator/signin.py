@@ -10,7 +10,6 @@ confidential client it became there (HTTP Basic, RFC 6749 §2.3.1).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -22,11 +21,7 @@ from urllib.parse import quote_plus, urlencode, urlsplit
 
 from device_emulator.https_client import (
     HttpConnection,
-    HttpError,
     HttpProtocolError,
-    HttpResponse,
-    ResponseParser,
-    build_request,
 )
 
 __all__ = [
@@ -340,62 +335,6 @@ def form_body(params: dict[str, str]) -> bytes:
 # --- I/O ------------------------------------------------------------------------------------
 
 
-class _FormConnection(HttpConnection):
-    """HttpConnection that can also send a raw body with extra headers (forms, Basic auth)."""
-
-    async def send(
-        self,
-        method: str,
-        target: str,
-        *,
-        body: bytes | None,
-        content_type: str | None,
-        headers: tuple[tuple[str, str], ...],
-        time_limit: float,
-    ) -> HttpResponse:
-        data = build_request(
-            method,
-            target,
-            self._host_header(),
-            body=body,
-            content_type=content_type,
-            headers=headers,
-            keep_alive=False,
-        )
-        parser = ResponseParser(head_request=method == "HEAD")
-        self.reusable = False
-        self.requests += 1
-        try:
-            async with asyncio.timeout(time_limit):
-                self._writer.write(data)
-                await self._writer.drain()
-                while not parser.done:
-                    chunk = await self._reader.read(65536)
-                    if not chunk:
-                        parser.feed_eof()
-                        break
-                    parser.feed(chunk)
-        except TimeoutError:
-            self.abort()
-            raise HttpError(
-                f"no complete response from {self.host}:{self.port} within {time_limit} s"
-            ) from None
-        except (ConnectionError, ssl.SSLError, OSError) as exc:
-            self.abort()
-            raise HttpError(f"connection to {self.host}:{self.port} failed: {exc}") from None
-        except HttpProtocolError:
-            self.abort()
-            raise
-        response = parser.response()
-        assert response is not None
-        return response
-
-    def _host_header(self) -> str:
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.scheme == "https" else 80
-        return shown if self.port == default else f"{shown}:{self.port}"
-
-
 class OAuthClient:
     """The device as an OAuth client of the server it provisioned with.
 
@@ -430,7 +369,7 @@ class OAuthClient:
     async def _exchange(
         self, method: str, url: Url, params: dict[str, str] | None
     ) -> tuple[int, Any]:
-        conn = await _FormConnection.open(
+        conn = await HttpConnection.open(
             url.scheme,
             url.host,
             url.port,
@@ -440,7 +379,6 @@ class OAuthClient:
             local_address=self.local_address,
             time_limit=self.time_limit,
         )
-        assert isinstance(conn, _FormConnection)
         headers: tuple[tuple[str, str], ...] = ()
         if params is not None:
             headers = (("Authorization", basic_authorization(self.client_id, self._secret)),)
@@ -453,6 +391,7 @@ class OAuthClient:
                 content_type=None if params is None else FORM,
                 headers=headers,
                 time_limit=self.time_limit,
+                keep_alive=False,
             )
         finally:
             await conn.close()
