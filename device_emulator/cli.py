@@ -39,6 +39,7 @@ from device_emulator.device import (
 from device_emulator.dhcp_client import (
     LAB_CLIENT_PORT,
     DhcpResult,
+    DhcpTransport,
     RetryPolicy,
     discover_request,
     inform,
@@ -108,15 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    dhcp = commands.add_parser("dhcp", help="ask by DHCP (INFORM, or DISCOVER/REQUEST)")
+    dhcp_options = _dhcp_options()
+    dhcp = commands.add_parser(
+        "dhcp", help="ask by DHCP (INFORM, or DISCOVER/REQUEST)", parents=[dhcp_options]
+    )
     dhcp.add_argument("exchange", choices=["inform", "discover"])
     dhcp.add_argument("--mac", help="device MAC (default with --iface: the interface's MAC)")
     dhcp.add_argument("--vendor-class", help="option 60, e.g. MS-UC-Client, yealink, Polycom-VVX")
-    dhcp.add_argument(
-        "--request-options",
-        default=",".join(str(c) for c in DEFAULT_REQUEST_OPTIONS),
-        help="option 55 codes, comma separated (default %(default)s)",
-    )
     dhcp.add_argument("--client-id", help="option 61: 'auto' (01+MAC) or hex octets")
     dhcp.add_argument("--hostname", help="option 12")
     dhcp.add_argument("--max-size", type=int, help="option 57, maximum DHCP message size")
@@ -125,12 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--server", type=_host_port, help="UDP to HOST:PORT (lab, e.g. 127.0.0.1:6767)"
     )
-    dhcp.add_argument(
-        "--client-port",
-        type=_port,
-        help=f"local UDP port (default {LAB_CLIENT_PORT} with --server, 68 with --iface)",
-    )
-    dhcp.add_argument("--bind", default="0.0.0.0", help="local address for --server mode")
     dhcp.add_argument("--address", help="INFORM ciaddr (default with --iface: its IPv4)")
     flag = dhcp.add_mutually_exclusive_group()
     flag.add_argument(
@@ -142,12 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flag.add_argument("--no-broadcast-flag", dest="broadcast", action="store_false")
     dhcp.add_argument("--timeout", type=_positive, default=10.0, help="total seconds (10)")
-    dhcp.add_argument(
-        "--retry-initial",
-        type=_positive,
-        default=4.0,
-        help="first retransmission after this many seconds, doubling up to 64 (RFC 2131 §4.1)",
-    )
     dhcp.add_argument(
         "--offer-wait", type=float, default=1.0, help="discover: wait for more offers"
     )
@@ -162,8 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     mdns.add_argument("--timeout", type=_positive, default=3.0, help="total seconds (3)")
     mdns.add_argument("--json", action="store_true", help="print JSON")
 
+    device_options = _device_options(dhcp_options)
     run = commands.add_parser(
         "run",
+        parents=[device_options],
         help="boot one device: discover, show the provision screen, enter the code, provision",
         description="Boot one emulated device through discovery, code entry and provisioning. "
         "Exit 0 when it shows 'Sign in to <tenant>', 2 when provisioning failed.",
@@ -200,10 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=600.0,
         help="with --sign-in: stop after this many seconds from power-on (600)",
     )
-    _device_arguments(run)
 
     fleet = commands.add_parser(
         "fleet",
+        parents=[device_options],
         help="run many devices from an exported CSV and summarise",
         description="Run one emulated device per row of an Imprint device export that has a "
         "verification code. Exit 0 when all were provisioned, 2 otherwise.",
@@ -222,11 +211,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="close the HTTPS connection after every POST",
     )
     fleet.add_argument("--progress", action="store_true", help="print progress to stderr")
-    _device_arguments(fleet)
     return parser
 
 
-def _device_arguments(p: argparse.ArgumentParser) -> None:
+def _dhcp_options() -> _Parser:
+    """The DHCP client flags of `dhcp`, `run` and `fleet` (an argparse parent)."""
+    parent = _Parser(add_help=False)
+    p = parent.add_argument_group("DHCP client")
+    p.add_argument(
+        "--request-options",
+        default=",".join(str(c) for c in DEFAULT_REQUEST_OPTIONS),
+        help="option 55 codes, comma separated (default %(default)s)",
+    )
+    p.add_argument(
+        "--client-port",
+        type=_port,
+        help=f"DHCP local UDP port (default {LAB_CLIENT_PORT} with --server, 68 with --iface)",
+    )
+    p.add_argument("--bind", default="0.0.0.0", help="DHCP local address for --server mode")
+    p.add_argument(
+        "--retry-initial",
+        type=_positive,
+        default=4.0,
+        help="first DHCP retransmission after this many seconds, doubling up to 64 (RFC 2131 §4.1)",
+    )
+    return parent
+
+
+def _device_options(dhcp_options: _Parser) -> _Parser:
+    """The flags of a booting device, shared by `run` and `fleet` (an argparse parent)."""
+    parent = _Parser(add_help=False, parents=[dhcp_options])
+    p = parent.add_argument_group("discovery and provisioning")
     p.add_argument(
         "--discover",
         choices=["dhcp", "mdns", "both"],
@@ -243,33 +258,16 @@ def _device_arguments(p: argparse.ArgumentParser) -> None:
         default="MS-UC-Client",
         help="option 60 (default %(default)s, whose option 43 carries the certificate pin)",
     )
-    p.add_argument(
-        "--request-options",
-        default=",".join(str(c) for c in DEFAULT_REQUEST_OPTIONS),
-        help="option 55 codes, comma separated (default %(default)s)",
-    )
     p.add_argument("--exchange", choices=["inform", "discover"], default="inform")
     p.add_argument("--iface", help="raw Ethernet (DHCP) / multicast (mDNS) on this interface")
     p.add_argument(
         "--server", type=_host_port, help="DHCP by UDP to HOST:PORT (lab, e.g. 127.0.0.1:6767)"
     )
     p.add_argument(
-        "--client-port",
-        type=_port,
-        help=f"DHCP local port (default {LAB_CLIENT_PORT} with --server, 68 with --iface)",
-    )
-    p.add_argument("--bind", default="0.0.0.0", help="DHCP local address for --server mode")
-    p.add_argument(
         "--address",
         help="INFORM ciaddr (default: the interface's IPv4, or the address that reaches --server)",
     )
     p.add_argument("--dhcp-timeout", type=_positive, default=10.0, help="seconds (10)")
-    p.add_argument(
-        "--retry-initial",
-        type=_positive,
-        default=4.0,
-        help="DHCP retransmission after this many seconds, doubling (RFC 2131 §4.1)",
-    )
     p.add_argument(
         "--mdns-server", type=_host_port, help="mDNS legacy unicast to HOST:PORT (lab responder)"
     )
@@ -287,6 +285,7 @@ def _device_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--http-timeout", type=_positive, default=10.0, help="seconds (10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of screens")
+    return parent
 
 
 def _identity(args: argparse.Namespace) -> DeviceIdentity:
@@ -315,6 +314,24 @@ def _identity(args: argparse.Namespace) -> DeviceIdentity:
     )
 
 
+def _open_dhcp(args: argparse.Namespace, identity: DeviceIdentity) -> DhcpTransport:
+    """The DHCP socket the flags of `_dhcp_options` (and --iface/--server) describe."""
+    promisc = bool(args.iface) and identity.mac != interface_mac(args.iface)
+    return open_transport(
+        iface=args.iface,
+        server=args.server,
+        client_port=args.client_port,
+        bind_address=args.bind,
+        promisc=promisc,
+    )
+
+
+def _retry(args: argparse.Namespace) -> RetryPolicy:
+    """DHCP retransmission from --retry-initial, with a jitter of a quarter of it (at most 1 s)."""
+    initial: float = args.retry_initial
+    return RetryPolicy(initial=initial, jitter=min(1.0, initial / 4))
+
+
 async def run_dhcp(args: argparse.Namespace) -> DhcpResult:
     """Run one DHCP exchange as the command line says."""
     identity = _identity(args)
@@ -327,15 +344,8 @@ async def run_dhcp(args: argparse.Namespace) -> DhcpResult:
             ipaddress.IPv4Address(ciaddr)
         except ValueError:
             raise UsageError(f"--address {ciaddr!r} is not an IPv4 address") from None
-    promisc = bool(args.iface) and identity.mac != interface_mac(args.iface)
-    transport = open_transport(
-        iface=args.iface,
-        server=args.server,
-        client_port=args.client_port,
-        bind_address=args.bind,
-        promisc=promisc,
-    )
-    retry = RetryPolicy(initial=args.retry_initial, jitter=min(1.0, args.retry_initial / 4))
+    transport = _open_dhcp(args, identity)
+    retry = _retry(args)
     try:
         if ciaddr is not None:
             return await inform(
@@ -532,15 +542,8 @@ async def run_device(args: argparse.Namespace) -> DeviceMachine:
             mac=mac, vendor_class=args.vendor_class, request_options=request_options
         )
         ciaddr = _ciaddr(args)
-        promisc = bool(args.iface) and identity.mac != interface_mac(args.iface)
-        transport = open_transport(
-            iface=args.iface,
-            server=args.server,
-            client_port=args.client_port,
-            bind_address=args.bind,
-            promisc=promisc,
-        )
-        retry = RetryPolicy(initial=args.retry_initial, jitter=min(1.0, args.retry_initial / 4))
+        transport = _open_dhcp(args, identity)
+        retry = _retry(args)
         discoverers.append(
             (
                 "dhcp",
@@ -615,7 +618,7 @@ async def run_fleet_command(args: argparse.Namespace) -> int:
         vendor_class=args.vendor_class,
         request_options=request_options,
         dhcp_time_limit=args.dhcp_timeout,
-        retry=RetryPolicy(initial=args.retry_initial, jitter=min(1.0, args.retry_initial / 4)),
+        retry=_retry(args),
         mdns_server=args.mdns_server,
         service=args.service,
         mdns_time_limit=args.mdns_timeout,
