@@ -337,13 +337,9 @@ async def run_dhcp(args: argparse.Namespace) -> DhcpResult:
     identity = _identity(args)
     ciaddr: str | None = None
     if args.exchange == "inform":
-        ciaddr = args.address or (interface_ipv4(args.iface) if args.iface else None)
-        if ciaddr is None:
-            raise UsageError("INFORM needs --address (or an --iface that has an IPv4 address)")
-        try:
-            ipaddress.IPv4Address(ciaddr)
-        except ValueError:
-            raise UsageError(f"--address {ciaddr!r} is not an IPv4 address") from None
+        ciaddr = _inform_address(
+            args.address or (interface_ipv4(args.iface) if args.iface else None)
+        )
     transport = _open_dhcp(args, identity)
     retry = _retry(args)
     try:
@@ -450,6 +446,11 @@ def _ciaddr(args: argparse.Namespace) -> str | None:
         ciaddr = interface_ipv4(args.iface)
     if ciaddr is None and args.server:
         ciaddr = _route_address(args.server)
+    return _inform_address(ciaddr)
+
+
+def _inform_address(ciaddr: str | None) -> str:
+    """The INFORM ciaddr found from the flags, checked to be an IPv4 address."""
     if ciaddr is None:
         raise UsageError("INFORM needs --address (or an --iface that has an IPv4 address)")
     try:
