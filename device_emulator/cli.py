@@ -660,20 +660,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("run", "fleet"):
         return _main_device(args)
     try:
+        result: DhcpResult | MdnsResult
         if args.command == "dhcp":
-            dhcp_result = asyncio.run(run_dhcp(args))
-            info = dhcp_result.provisioning
-            if args.json:
-                print(json.dumps(dhcp_result.as_dict(), indent=2))
-            else:
-                _print_dhcp(dhcp_result)
+            result = asyncio.run(run_dhcp(args))
         else:
-            mdns_result = asyncio.run(run_mdns(args))
-            info = mdns_result.provisioning
-            if args.json:
-                print(json.dumps(mdns_result.as_dict(), indent=2))
-            else:
-                _print_mdns(mdns_result)
+            result = asyncio.run(run_mdns(args))
+        info = result.provisioning
+        if args.json:
+            print(json.dumps(result.as_dict(), indent=2))
+        elif isinstance(result, DhcpResult):
+            _print_dhcp(result)
+        else:
+            _print_mdns(result)
     except UsageError as exc:
         print(f"imprint-device: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
