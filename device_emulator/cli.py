@@ -657,21 +657,12 @@ async def run_fleet_command(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `imprint-device`; returns the exit code."""
     args = build_parser().parse_args(argv)
-    if args.command in ("run", "fleet"):
-        return _main_device(args)
     try:
-        result: DhcpResult | MdnsResult
-        if args.command == "dhcp":
-            result = asyncio.run(run_dhcp(args))
-        else:
-            result = asyncio.run(run_mdns(args))
-        info = result.provisioning
-        if args.json:
-            print(json.dumps(result.as_dict(), indent=2))
-        elif isinstance(result, DhcpResult):
-            _print_dhcp(result)
-        else:
-            _print_mdns(result)
+        if args.command == "fleet":
+            return asyncio.run(run_fleet_command(args))
+        if args.command == "run":
+            return _device_outcome(args, asyncio.run(run_device(args)))
+        return _discovery_outcome(args)
     except UsageError as exc:
         print(f"imprint-device: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -681,25 +672,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"imprint-device: cannot open the network: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _discovery_outcome(args: argparse.Namespace) -> int:
+    """`dhcp` and `mdns`: ask once, print the answer, exit 0 when it carries provisioning."""
+    result: DhcpResult | MdnsResult = (
+        asyncio.run(run_dhcp(args)) if args.command == "dhcp" else asyncio.run(run_mdns(args))
+    )
+    info = result.provisioning
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    elif isinstance(result, DhcpResult):
+        _print_dhcp(result)
+    else:
+        _print_mdns(result)
     if not info.found:
         print("imprint-device: the answer carried no provisioning information", file=sys.stderr)
         return EXIT_NO_ANSWER
     return EXIT_OK
 
 
-def _main_device(args: argparse.Namespace) -> int:
-    try:
-        if args.command == "fleet":
-            return asyncio.run(run_fleet_command(args))
-        machine = asyncio.run(run_device(args))
-    except UsageError as exc:
-        print(f"imprint-device: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:
-        print(f"imprint-device: cannot open the network: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
+def _device_outcome(args: argparse.Namespace, machine: DeviceMachine) -> int:
+    """`run`: exit 0 at the sign-in screen (with --sign-in: signed in), else 2 with why."""
     signing_in = args.sign_in or args.stay
     if args.json:
         # With sign-in the events were JSON lines: the story is one more line, not a block.
