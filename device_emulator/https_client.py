@@ -23,6 +23,7 @@ from typing import Any
 from device_emulator.provisioning import normalize_fingerprint
 
 __all__ = [
+    "Dialer",
     "HttpConnection",
     "HttpError",
     "HttpProtocolError",
@@ -526,3 +527,29 @@ class HttpConnection:
         with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
             async with asyncio.timeout(2.0):
                 await self._writer.wait_closed()
+
+
+@dataclass(frozen=True, slots=True)
+class Dialer:
+    """How the device connects to the server it provisions with: the certificate pin (or leave
+    to go without one over https), the TLS context, the source address, and the time limit for
+    connecting and for each exchange. The same for the provisioning POST and for sign-in."""
+
+    pin: str | None = None
+    allow_unpinned: bool = False
+    context: ssl.SSLContext | None = None
+    local_address: str | None = None
+    time_limit: float = 10.0
+
+    async def open(self, scheme: str, host: str, port: int) -> HttpConnection:
+        """HttpConnection.open with these settings."""
+        return await HttpConnection.open(
+            scheme,
+            host,
+            port,
+            pin=self.pin,
+            allow_unpinned=self.allow_unpinned,
+            context=self.context,
+            local_address=self.local_address,
+            time_limit=self.time_limit,
+        )

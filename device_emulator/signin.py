@@ -13,14 +13,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import ssl
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote_plus, urlencode, urlsplit
 
 from device_emulator.https_client import (
-    HttpConnection,
+    Dialer,
     HttpProtocolError,
 )
 
@@ -349,36 +348,19 @@ class OAuthClient:
         client_id: str,
         client_secret: str,
         *,
-        pin: str | None,
-        allow_unpinned: bool = False,
-        context: ssl.SSLContext | None = None,
-        local_address: str | None = None,
-        time_limit: float = 10.0,
+        dialer: Dialer,
     ) -> None:
         self.metadata_url = parse_url(metadata_url)
         self.client_id = client_id
         self._secret = client_secret
-        self.pin = pin
-        self.allow_unpinned = allow_unpinned
-        self.context = context
-        self.local_address = local_address
-        self.time_limit = time_limit
+        self.dialer = dialer
         self.endpoints: Endpoints | None = None
         self.requests = 0
 
     async def _exchange(
         self, method: str, url: Url, params: dict[str, str] | None
     ) -> tuple[int, Any]:
-        conn = await HttpConnection.open(
-            url.scheme,
-            url.host,
-            url.port,
-            pin=self.pin,
-            allow_unpinned=self.allow_unpinned,
-            context=self.context,
-            local_address=self.local_address,
-            time_limit=self.time_limit,
-        )
+        conn = await self.dialer.open(url.scheme, url.host, url.port)
         headers: tuple[tuple[str, str], ...] = ()
         if params is not None:
             headers = (("Authorization", basic_authorization(self.client_id, self._secret)),)
@@ -390,7 +372,7 @@ class OAuthClient:
                 body=None if params is None else form_body(params),
                 content_type=None if params is None else FORM,
                 headers=headers,
-                time_limit=self.time_limit,
+                time_limit=self.dialer.time_limit,
                 keep_alive=False,
             )
         finally:
