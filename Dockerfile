@@ -10,7 +10,7 @@
 # --network host is required: DHCP (67/udp) and mDNS (5353/udp) must see the site VLAN's
 # broadcasts and multicast, which never reach a bridged container. configs/docker-compose.yml
 # is the same as a compose file; README "Running in a site VLAN" explains the rest.
-# tests/integration/test_docker_install_steps.py runs these steps in a clean virtualenv.
+# tests/integration/ops/test_docker_install_steps.py runs these steps in a clean virtualenv.
 FROM python:3.11-slim
 
 WORKDIR /src

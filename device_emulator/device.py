@@ -42,6 +42,7 @@ from device_emulator.dhcp_client import (
     inform,
 )
 from device_emulator.https_client import (
+    Dialer,
     HttpConnection,
     HttpError,
     HttpProtocolError,
@@ -720,11 +721,7 @@ async def post_code(
     mac: str,
     code: str,
     *,
-    pin: str | None,
-    allow_unpinned: bool,
-    context: ssl.SSLContext | None = None,
-    local_address: str | None = None,
-    time_limit: float = 10.0,
+    dialer: Dialer,
     connection: HttpConnection | None = None,
 ) -> tuple[Credentials | Failure, HttpConnection | None]:
     """POST {mac, code} to the provisioning URL; return the outcome and the connection if it
@@ -738,16 +735,7 @@ async def post_code(
         if connection is not None:
             await connection.close()
         try:
-            conn = await HttpConnection.open(
-                info.scheme,
-                info.host,
-                info.port,
-                pin=pin,
-                allow_unpinned=allow_unpinned,
-                context=context,
-                local_address=local_address,
-                time_limit=time_limit,
-            )
+            conn = await dialer.open(info.scheme, info.host, info.port)
         except PinMismatch as exc:
             return Failure("pin_mismatch", str(exc)), None
         except NoPin as exc:
@@ -756,7 +744,7 @@ async def post_code(
             return Failure("connection_failed", str(exc)), None
     try:
         response = await conn.request(
-            "POST", info.path, json_body={"mac": mac, "code": code}, time_limit=time_limit
+            "POST", info.path, json_body={"mac": mac, "code": code}, time_limit=dialer.time_limit
         )
     except HttpProtocolError as exc:
         return Failure("protocol_error", str(exc)), None
@@ -894,11 +882,7 @@ class Device:
                         info,
                         m.mac,
                         code,
-                        pin=m.pin,
-                        allow_unpinned=m.pin_policy.insecure_no_pin,
-                        context=self.http.context,
-                        local_address=self.http.local_address,
-                        time_limit=self.http.timeout,
+                        dialer=self._dialer(),
                         connection=connection if self.http.keep_alive else None,
                     )
                     self.http_time += self._now() - started
@@ -919,6 +903,17 @@ class Device:
                     await connection.close()
         return m
 
+    def _dialer(self) -> Dialer:
+        """Connections to the server: pinned to what discovery found, as the options say."""
+        m = self.machine
+        return Dialer(
+            pin=m.pin,
+            allow_unpinned=m.pin_policy.insecure_no_pin,
+            context=self.http.context,
+            local_address=self.http.local_address,
+            time_limit=self.http.timeout,
+        )
+
     async def _wait_until(self, when: float, until: float) -> None:
         delay = min(when, until) - self._now()
         if delay > 0:
@@ -934,11 +929,7 @@ class Device:
             creds.authorization_server,
             creds.client_id,
             creds.client_secret,
-            pin=m.pin,
-            allow_unpinned=m.pin_policy.insecure_no_pin,
-            context=self.http.context,
-            local_address=self.http.local_address,
-            time_limit=self.http.timeout,
+            dialer=self._dialer(),
         )
         backoff = 0.0
         schedule: PollSchedule | None = None

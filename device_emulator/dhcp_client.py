@@ -38,6 +38,7 @@ from device_emulator.dhcp_codec import (
     wrap_frame,
 )
 from device_emulator.provisioning import NoAnswer, ProvisioningInfo
+from device_emulator.udp import SocketReceiver, bound_udp_socket
 
 __all__ = [
     "DEFAULT_REQUEST_OPTIONS",
@@ -95,8 +96,9 @@ class DhcpTransport(Protocol):
         """Release the socket."""
 
 
-class UdpTransport:
-    """Plain UDP sockets: to `server` from `client_port`; works on loopback without root."""
+class UdpTransport(SocketReceiver[bytes]):
+    """Plain UDP sockets: to `server` from `client_port`; works on loopback without root.
+    `recv(wait)` returns the next datagram on the client port."""
 
     default_broadcast = False
 
@@ -108,35 +110,21 @@ class UdpTransport:
         bind_address: str = "0.0.0.0",
     ) -> None:
         self.server = server
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            self._sock.bind((bind_address, client_port))
-            self._sock.setblocking(False)
-        except OSError:
-            self._sock.close()
-            raise
+        super().__init__(
+            bound_udp_socket(
+                (bind_address, client_port),
+                configure=lambda s: s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1),
+            )
+        )
         self.local_address: tuple[str, int] = self._sock.getsockname()
 
     async def send(self, payload: bytes) -> None:
         """Send one datagram to the server."""
         await asyncio.get_running_loop().sock_sendto(self._sock, payload, self.server)
 
-    async def recv(self, wait: float) -> bytes | None:
-        """Next datagram on the client port, or None after `wait`."""
-        if wait <= 0:
-            return None
-        loop = asyncio.get_running_loop()
-        try:
-            data, _ = await asyncio.wait_for(loop.sock_recvfrom(self._sock, 65535), wait)
-        except TimeoutError:
-            return None
+    async def _receive(self) -> bytes:
+        data, _source = await self._datagram()
         return data
-
-    def close(self) -> None:
-        """Close the socket."""
-        self._sock.close()
 
 
 def _ifreq(iface: str, request: int) -> bytes:
@@ -157,12 +145,14 @@ def interface_ipv4(iface: str) -> str | None:
         return None
 
 
-class RawL2Transport:
+class RawL2Transport(SocketReceiver[bytes]):
     """Raw Ethernet frames on `iface` (AF_PACKET; needs CAP_NET_RAW, e.g. root in a netns).
 
     Frames go out as broadcasts from the MAC in the payload's chaddr, with the payload's ciaddr
     as IP source, so one transport can speak for many emulated devices. Received frames are
-    kept when addressed to broadcast, the interface, or a MAC this transport has sent from.
+    kept when addressed to broadcast, the interface, or a MAC this transport has sent from:
+    `recv(wait)` returns the next such frame's UDP payload to the client port; `close()` also
+    leaves promiscuous mode.
     """
 
     default_broadcast = True
@@ -173,20 +163,21 @@ class RawL2Transport:
         self.iface = iface
         self.client_port = client_port
         self.server_port = server_port
-        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_IP))
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_IP))
         try:
-            self._sock.bind((iface, _ETH_P_IP))
-            self._sock.setblocking(False)
+            sock.bind((iface, _ETH_P_IP))
+            sock.setblocking(False)
             if promisc:
                 # A device MAC other than the interface's own: unicast replies to it are only
                 # delivered to us in promiscuous mode.
                 mreq = struct.pack(
                     "iHH8s", socket.if_nametoindex(iface), _PACKET_MR_PROMISC, 0, b""
                 )
-                self._sock.setsockopt(_SOL_PACKET, _PACKET_ADD_MEMBERSHIP, mreq)
+                sock.setsockopt(_SOL_PACKET, _PACKET_ADD_MEMBERSHIP, mreq)
         except OSError:
-            self._sock.close()
+            sock.close()
             raise
+        super().__init__(sock)
         self._macs: set[bytes] = {self._sock.getsockname()[4][:6]}
 
     async def send(self, payload: bytes) -> None:
@@ -203,17 +194,10 @@ class RawL2Transport:
         )
         await asyncio.get_running_loop().sock_sendall(self._sock, frame)
 
-    async def recv(self, wait: float) -> bytes | None:
-        """Next UDP payload to the client port in a frame meant for us, or None on timeout."""
+    async def _receive(self) -> bytes:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while (remaining := deadline - loop.time()) > 0:
-            try:
-                frame, address = await asyncio.wait_for(
-                    loop.sock_recvfrom(self._sock, 65535), remaining
-                )
-            except TimeoutError:
-                return None
+        while True:
+            frame, address = await loop.sock_recvfrom(self._sock, self._size)
             if address[2] == _PACKET_OUTGOING:
                 continue  # our own transmission, looped back by the packet socket
             udp = unwrap_frame(frame)
@@ -221,11 +205,6 @@ class RawL2Transport:
                 continue
             if udp.dst_mac[0] & 1 or udp.dst_mac in self._macs:  # group bit: broadcast
                 return udp.payload
-        return None
-
-    def close(self) -> None:
-        """Close the packet socket (this also leaves promiscuous mode)."""
-        self._sock.close()
 
 
 def open_transport(

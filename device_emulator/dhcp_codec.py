@@ -384,6 +384,15 @@ def _text(code: int, value: bytes, problems: list[str]) -> str | None:
     return text
 
 
+def _url_option(code: int, source: str, value: bytes, found: _Found) -> None:
+    """An option whose text is a provisioning URL (Polycom 160, ONIE 114, site 224)."""
+    text = _text(code, value, found.problems)
+    if text and looks_like_url(text):
+        found.add_url(source, text)
+    elif text:
+        found.problems.append(f"option {code} {text!r} is not a URL")
+
+
 def _suboptions(value: bytes) -> list[tuple[int, bytes]] | None:
     """Split `code len data` sub-options; None if they do not tile `value` exactly."""
     out: list[tuple[int, bytes]] = []
@@ -626,11 +635,7 @@ def parse_provisioning(
         for uri in _sztp_uris(options[143], found.problems):
             found.add_url("sztp", uri)
     if 160 in options:
-        text = _text(160, options[160], found.problems)
-        if text and looks_like_url(text):
-            found.add_url("polycom", text)
-        elif text:
-            found.problems.append(f"option 160 {text!r} is not a URL")
+        _url_option(160, "polycom", options[160], found)
     if 66 in options:
         text = _text(66, options[66], found.problems)
         if text and looks_like_url(text):
@@ -642,19 +647,11 @@ def parse_provisioning(
         found.tftp.extend(_ipv4_list(options[150], 150, found.problems))
         found.profiles.append("cisco")
     if 114 in options:
-        text = _text(114, options[114], found.problems)
-        if text and looks_like_url(text):
-            found.add_url("onie", text)
-        elif text:
-            found.problems.append(f"option 114 {text!r} is not a URL")
+        _url_option(114, "onie", options[114], found)
     if 125 in options:
         _option_125(options[125], found)
     if 224 in options:
-        text = _text(224, options[224], found.problems)
-        if text and looks_like_url(text):
-            found.add_url("site-224", text)
-        elif text:
-            found.problems.append(f"option 224 {text!r} is not a URL")
+        _url_option(224, "site-224", options[224], found)
 
     urls: list[str] = []
     for source in _preference(vendor_class):

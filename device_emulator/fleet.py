@@ -50,6 +50,7 @@ from device_emulator.dhcp_codec import DEFAULT_REQUEST_OPTIONS, mac_to_bytes, ma
 from device_emulator.https_client import unverified_context
 from device_emulator.mdns_client import MdnsTransport
 from device_emulator.mdns_codec import DEFAULT_SERVICE
+from device_emulator.udp import QueueReceiver, bound_udp_socket
 
 __all__ = [
     "DhcpDemux",
@@ -201,7 +202,7 @@ class DhcpDemux:
         self.transport.close()
 
 
-class SharedUdpDhcp(asyncio.DatagramProtocol):
+class SharedUdpDhcp(asyncio.DatagramProtocol, QueueReceiver[bytes]):
     """The lab's shared DHCP socket: UDP to the server from the client port, with a large
     receive buffer so a burst of replies to hundreds of devices is not dropped by the kernel.
     Satisfies DhcpTransport; wrap it in DhcpDemux to share it."""
@@ -209,9 +210,9 @@ class SharedUdpDhcp(asyncio.DatagramProtocol):
     default_broadcast = False
 
     def __init__(self, server: tuple[str, int], rcvbuf: int) -> None:
+        QueueReceiver.__init__(self)
         self.server = server
         self._rcvbuf = rcvbuf
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._transport: asyncio.DatagramTransport | None = None
         self.local_address: tuple[str, int] = ("0.0.0.0", 0)
         self.send_errors = 0
@@ -228,9 +229,8 @@ class SharedUdpDhcp(asyncio.DatagramProtocol):
         rcvbuf: int = 8 << 20,
     ) -> SharedUdpDhcp:
         """Bind `bind_address:client_port` and send to `server`."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+        def large_buffer(sock: socket.socket) -> None:
             for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
                 if option is not None:
                     try:  # SO_RCVBUFFORCE passes net.core.rmem_max with CAP_NET_ADMIN
@@ -238,11 +238,8 @@ class SharedUdpDhcp(asyncio.DatagramProtocol):
                         break
                     except OSError:
                         continue
-            sock.bind((bind_address, client_port))
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
+
+        sock = bound_udp_socket((bind_address, client_port), configure=large_buffer)
         protocol = cls(server, rcvbuf)
         await asyncio.get_running_loop().create_datagram_endpoint(lambda: protocol, sock=sock)
         return protocol
@@ -266,28 +263,20 @@ class SharedUdpDhcp(asyncio.DatagramProtocol):
         if self._transport is not None:
             self._transport.sendto(payload, self.server)
 
-    async def recv(self, wait: float) -> bytes | None:
-        """The next datagram, or None after `wait` seconds."""
-        if not self._queue.empty():
-            return self._queue.get_nowait()
-        try:
-            return await asyncio.wait_for(self._queue.get(), wait)
-        except TimeoutError:
-            return None
-
     def close(self) -> None:
         """Close the socket."""
         if self._transport is not None:
             self._transport.close()
 
 
-class DhcpView:
-    """One device's side of a DhcpDemux; satisfies the DhcpTransport protocol."""
+class DhcpView(QueueReceiver[bytes]):
+    """One device's side of a DhcpDemux; satisfies the DhcpTransport protocol. `recv(wait)`
+    returns the next reply carrying one of this view's xids."""
 
     def __init__(self, demux: DhcpDemux) -> None:
+        super().__init__()
         self._demux = demux
         self.default_broadcast = demux.default_broadcast
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._xids: set[int] = set()
 
     async def send(self, payload: bytes) -> None:
@@ -297,17 +286,6 @@ class DhcpView:
             self._demux._register(xid, self._queue)
             self._xids.add(xid)
         await self._demux.transport.send(payload)
-
-    async def recv(self, wait: float) -> bytes | None:
-        """The next reply carrying one of this view's xids, or None after `wait` seconds."""
-        if not self._queue.empty():
-            return self._queue.get_nowait()
-        if wait <= 0:
-            return None
-        try:
-            return await asyncio.wait_for(self._queue.get(), wait)
-        except TimeoutError:
-            return None
 
     def close(self) -> None:
         """Give the xids back; the shared transport stays open."""
@@ -329,14 +307,11 @@ class SharedMdns:
 
     def __init__(self, server: tuple[str, int], *, bind_address: str = "0.0.0.0") -> None:
         self.server = server
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            self._sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
-            self._sock.bind((bind_address, 0))
-            self._sock.setblocking(False)
-        except OSError:
-            self._sock.close()
-            raise
+        self._sock = bound_udp_socket(
+            (bind_address, 0),
+            reuse_address=False,
+            configure=lambda s: s.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1),
+        )
         self.port: int = self._sock.getsockname()[1]
         self._queues: dict[str, asyncio.Queue[tuple[bytes, tuple[str, int]]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -388,34 +363,24 @@ class SharedMdns:
         self._sock.close()
 
 
-class _MdnsView:
+class _MdnsView(QueueReceiver[tuple[bytes, tuple[str, int]]]):
     """One device's legacy-unicast browse over SharedMdns."""
 
     qu = False
 
     def __init__(self, shared: SharedMdns, address: str) -> None:
+        super().__init__()
         self._shared = shared
         self.address = address
         self.server: tuple[str, int] | None = shared.server
         self.destination = shared.server
         self.local_address = (address, shared.port)
-        self._queue: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
         if address in shared._queues:
             raise RuntimeError(f"{address} is already browsing")
         shared._queues[address] = self._queue
 
     async def send(self, payload: bytes) -> None:
         self._shared._send_from(self.address, payload)
-
-    async def recv(self, wait: float) -> tuple[bytes, tuple[str, int]] | None:
-        if not self._queue.empty():
-            return self._queue.get_nowait()
-        if wait <= 0:
-            return None
-        try:
-            return await asyncio.wait_for(self._queue.get(), wait)
-        except TimeoutError:
-            return None
 
     def close(self) -> None:
         self._shared._queues.pop(self.address, None)

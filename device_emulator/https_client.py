@@ -23,6 +23,7 @@ from typing import Any
 from device_emulator.provisioning import normalize_fingerprint
 
 __all__ = [
+    "Dialer",
     "HttpConnection",
     "HttpError",
     "HttpProtocolError",
@@ -450,16 +451,39 @@ class HttpConnection:
         time_limit: float = 10.0,
         keep_alive: bool = True,
     ) -> HttpResponse:
-        """Send one request and read its response within `time_limit` seconds."""
+        """Send one request (with a JSON body, if given) and read its response."""
+        body = None if json_body is None else json.dumps(json_body).encode("utf-8")
+        return await self.send(
+            method,
+            target,
+            body=body,
+            content_type="application/json" if body is not None else None,
+            time_limit=time_limit,
+            keep_alive=keep_alive,
+        )
+
+    async def send(
+        self,
+        method: str,
+        target: str,
+        *,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+        time_limit: float = 10.0,
+        keep_alive: bool = True,
+    ) -> HttpResponse:
+        """Send one request with a raw body and extra headers; read its response within
+        `time_limit` seconds. A failed exchange aborts the connection."""
         if not self.reusable:
             raise HttpError("this connection cannot carry another request")
-        body = None if json_body is None else json.dumps(json_body).encode("utf-8")
         data = build_request(
             method,
             target,
             _host_header(self.scheme, self.host, self.port),
             body=body,
-            content_type="application/json" if body is not None else None,
+            content_type=content_type,
+            headers=headers,
             keep_alive=keep_alive,
         )
         parser = ResponseParser(head_request=method == "HEAD")
@@ -503,3 +527,29 @@ class HttpConnection:
         with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
             async with asyncio.timeout(2.0):
                 await self._writer.wait_closed()
+
+
+@dataclass(frozen=True, slots=True)
+class Dialer:
+    """How the device connects to the server it provisions with: the certificate pin (or leave
+    to go without one over https), the TLS context, the source address, and the time limit for
+    connecting and for each exchange. The same for the provisioning POST and for sign-in."""
+
+    pin: str | None = None
+    allow_unpinned: bool = False
+    context: ssl.SSLContext | None = None
+    local_address: str | None = None
+    time_limit: float = 10.0
+
+    async def open(self, scheme: str, host: str, port: int) -> HttpConnection:
+        """HttpConnection.open with these settings."""
+        return await HttpConnection.open(
+            scheme,
+            host,
+            port,
+            pin=self.pin,
+            allow_unpinned=self.allow_unpinned,
+            context=self.context,
+            local_address=self.local_address,
+            time_limit=self.time_limit,
+        )

@@ -33,6 +33,7 @@ from device_emulator.mdns_codec import (
     to_name,
 )
 from device_emulator.provisioning import NoAnswer, ProvisioningInfo
+from device_emulator.udp import SocketReceiver, bound_udp_socket
 
 __all__ = [
     "DEFAULT_SERVICE",
@@ -52,8 +53,8 @@ def _mreqn(group: str, ifindex: int) -> bytes:
     return socket.inet_aton(group) + socket.inet_aton("0.0.0.0") + struct.pack("@i", ifindex)
 
 
-class MdnsTransport:
-    """One UDP socket for one browse.
+class MdnsTransport(SocketReceiver[tuple[bytes, tuple[str, int]]]):
+    """One UDP socket for one browse; `recv(wait)` returns a datagram and its source.
 
     `qu=False`: legacy unicast, bound to `client_port` (0: ephemeral). `qu=True`: bound to
     `client_port` (default 5353, shared with any local responder via SO_REUSEPORT) and, when
@@ -74,51 +75,35 @@ class MdnsTransport:
         port = (MDNS_PORT if client_port is None else client_port) if qu else (client_port or 0)
         multicast = ipaddress.IPv4Address(self.destination[0]).is_multicast
         ifindex = socket.if_nametoindex(iface) if iface else 0
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+        def configure(sock: socket.socket) -> None:
             if qu:
-                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if iface:
-                self._sock.setsockopt(socket.SOL_SOCKET, _SO_BINDTODEVICE, iface.encode())
-            self._sock.bind(("0.0.0.0", port))
+                sock.setsockopt(socket.SOL_SOCKET, _SO_BINDTODEVICE, iface.encode())
             if multicast:
                 # RFC 6762 §11: mDNS packets go out with IP TTL 255.
-                self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
                 if ifindex:
-                    self._sock.setsockopt(
+                    sock.setsockopt(
                         socket.IPPROTO_IP, socket.IP_MULTICAST_IF, _mreqn(MDNS_GROUP, ifindex)
                     )
-                if qu:
-                    self._sock.setsockopt(
+                if qu:  # closing the socket leaves the group
+                    sock.setsockopt(
                         socket.IPPROTO_IP,
                         socket.IP_ADD_MEMBERSHIP,
                         _mreqn(self.destination[0], ifindex),
                     )
-            self._sock.setblocking(False)
-        except OSError:
-            self._sock.close()
-            raise
+
+        super().__init__(bound_udp_socket(("0.0.0.0", port), configure=configure), size=9000)
         self.local_address: tuple[str, int] = self._sock.getsockname()
 
     async def send(self, payload: bytes) -> None:
         """Send one query to the group (or the lab responder)."""
         await asyncio.get_running_loop().sock_sendto(self._sock, payload, self.destination)
 
-    async def recv(self, wait: float) -> tuple[bytes, tuple[str, int]] | None:
-        """Next datagram and its source, or None after `wait` seconds."""
-        if wait <= 0:
-            return None
-        loop = asyncio.get_running_loop()
-        try:
-            data, source = await asyncio.wait_for(loop.sock_recvfrom(self._sock, 9000), wait)
-        except TimeoutError:
-            return None
-        return data, (str(source[0]), int(source[1]))
-
-    def close(self) -> None:
-        """Close the socket (this also leaves the group)."""
-        self._sock.close()
+    async def _receive(self) -> tuple[bytes, tuple[str, int]]:
+        return await self._datagram()
 
 
 @dataclass(frozen=True, slots=True)

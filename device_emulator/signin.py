@@ -10,23 +10,17 @@ confidential client it became there (HTTP Basic, RFC 6749 §2.3.1).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
-import ssl
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote_plus, urlencode, urlsplit
 
 from device_emulator.https_client import (
-    HttpConnection,
-    HttpError,
+    Dialer,
     HttpProtocolError,
-    HttpResponse,
-    ResponseParser,
-    build_request,
 )
 
 __all__ = [
@@ -340,62 +334,6 @@ def form_body(params: dict[str, str]) -> bytes:
 # --- I/O ------------------------------------------------------------------------------------
 
 
-class _FormConnection(HttpConnection):
-    """HttpConnection that can also send a raw body with extra headers (forms, Basic auth)."""
-
-    async def send(
-        self,
-        method: str,
-        target: str,
-        *,
-        body: bytes | None,
-        content_type: str | None,
-        headers: tuple[tuple[str, str], ...],
-        time_limit: float,
-    ) -> HttpResponse:
-        data = build_request(
-            method,
-            target,
-            self._host_header(),
-            body=body,
-            content_type=content_type,
-            headers=headers,
-            keep_alive=False,
-        )
-        parser = ResponseParser(head_request=method == "HEAD")
-        self.reusable = False
-        self.requests += 1
-        try:
-            async with asyncio.timeout(time_limit):
-                self._writer.write(data)
-                await self._writer.drain()
-                while not parser.done:
-                    chunk = await self._reader.read(65536)
-                    if not chunk:
-                        parser.feed_eof()
-                        break
-                    parser.feed(chunk)
-        except TimeoutError:
-            self.abort()
-            raise HttpError(
-                f"no complete response from {self.host}:{self.port} within {time_limit} s"
-            ) from None
-        except (ConnectionError, ssl.SSLError, OSError) as exc:
-            self.abort()
-            raise HttpError(f"connection to {self.host}:{self.port} failed: {exc}") from None
-        except HttpProtocolError:
-            self.abort()
-            raise
-        response = parser.response()
-        assert response is not None
-        return response
-
-    def _host_header(self) -> str:
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.scheme == "https" else 80
-        return shown if self.port == default else f"{shown}:{self.port}"
-
-
 class OAuthClient:
     """The device as an OAuth client of the server it provisioned with.
 
@@ -410,37 +348,19 @@ class OAuthClient:
         client_id: str,
         client_secret: str,
         *,
-        pin: str | None,
-        allow_unpinned: bool = False,
-        context: ssl.SSLContext | None = None,
-        local_address: str | None = None,
-        time_limit: float = 10.0,
+        dialer: Dialer,
     ) -> None:
         self.metadata_url = parse_url(metadata_url)
         self.client_id = client_id
         self._secret = client_secret
-        self.pin = pin
-        self.allow_unpinned = allow_unpinned
-        self.context = context
-        self.local_address = local_address
-        self.time_limit = time_limit
+        self.dialer = dialer
         self.endpoints: Endpoints | None = None
         self.requests = 0
 
     async def _exchange(
         self, method: str, url: Url, params: dict[str, str] | None
     ) -> tuple[int, Any]:
-        conn = await _FormConnection.open(
-            url.scheme,
-            url.host,
-            url.port,
-            pin=self.pin,
-            allow_unpinned=self.allow_unpinned,
-            context=self.context,
-            local_address=self.local_address,
-            time_limit=self.time_limit,
-        )
-        assert isinstance(conn, _FormConnection)
+        conn = await self.dialer.open(url.scheme, url.host, url.port)
         headers: tuple[tuple[str, str], ...] = ()
         if params is not None:
             headers = (("Authorization", basic_authorization(self.client_id, self._secret)),)
@@ -452,7 +372,8 @@ class OAuthClient:
                 body=None if params is None else form_body(params),
                 content_type=None if params is None else FORM,
                 headers=headers,
-                time_limit=self.time_limit,
+                time_limit=self.dialer.time_limit,
+                keep_alive=False,
             )
         finally:
             await conn.close()
