@@ -34,7 +34,6 @@ from server.admin.store import AdminStore
 from server.core.mac import MacError, normalize_mac
 from server.core.ratelimit import FailureLimiter
 from server.oauth.service import OAuthService
-from server.provisioning.codes import format_code
 from server.registry.csvio import TEMPLATE, CsvError, RowError, parse_upload, write_export
 from server.registry.model import Device, DeviceState, Tenant
 from server.registry.service import ImportRow, Principal, Registry, iso
@@ -630,18 +629,8 @@ async def _current_codes(
     waiting = [d.mac for d in devices if d.state == DeviceState.AWAITING_ACTIVATION]
     if not waiting:
         return {}
-    registry = _reg(request)
-    rows = await _admin_store(request).codes_of(tenant_id, waiting)
-    now = registry.now()
-
-    def unseal() -> dict[str, tuple[str, str]]:
-        return {
-            r.mac: (format_code(registry.vault.unseal(r.mac, r.sealed)), r.expires_at)
-            for r in rows
-            if registry.code_is_current(r.expires_at, r.used_at, r.failed_attempts, now)
-        }
-
-    return await asyncio.to_thread(unseal)
+    codes = await _reg(request).provisioning.current_codes(tenant_id, waiting)
+    return {mac: (c.code, c.expires_at) for mac, c in codes.items()}
 
 
 @routes.route(

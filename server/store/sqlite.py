@@ -45,17 +45,6 @@ def _device(row: Sequence[Any]) -> Device:
 
 
 @dataclass(frozen=True, slots=True)
-class CodeRow:
-    mac: str
-    digest: bytes
-    sealed: bytes
-    created_at: str
-    expires_at: str
-    used_at: str | None
-    failed_attempts: int
-
-
-@dataclass(frozen=True, slots=True)
 class TokenRow:
     id: str
     role: str
@@ -303,15 +292,9 @@ class SqliteStore:
         )
         return int(count_row[0]), [_device(r) for r in rows]
 
-    async def export_rows(
-        self, tenant_id: str, state: str | None
-    ) -> list[tuple[str, str, str, bytes | None, str | None, str | None, int | None]]:
-        """(mac, location, state, sealed, expires_at, used_at, failed_attempts) for the export."""
-        sql = (
-            "SELECT d.mac, d.location, d.state, c.sealed, c.expires_at, c.used_at, "
-            "c.failed_attempts FROM devices d LEFT JOIN codes c ON c.mac = d.mac "
-            "WHERE d.tenant_id = ?"
-        )
+    async def export_rows(self, tenant_id: str, state: str | None) -> list[tuple[str, str, str]]:
+        """(mac, location, state) for the export (its codes come from the provisioning service)."""
+        sql = "SELECT d.mac, d.location, d.state FROM devices d WHERE d.tenant_id = ?"
         params: list[Any] = [tenant_id]
         if state:
             sql += " AND d.state = ?"
