@@ -9,7 +9,6 @@ right after each of our own commits, and from `registry_changes` for other proce
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from server.oauth.store import revoke_device_tokens
 from server.provisioning.codes import CodeVault
 from server.provisioning.service import CodePolicy, IssuedCode, ProvisioningService, Redemption
 from server.provisioning.store import delete_code
+from server.registry import store as db
 from server.registry.model import (
     Device,
     DeviceEvent,
@@ -33,8 +33,7 @@ from server.registry.model import (
     token_digest,
     validate_tenant_id,
 )
-from server.registry.store import set_state
-from server.store.base import Conflict, Invalid, NotFound
+from server.store.base import Invalid, NotFound
 from server.store.sqlite import AuditRow, SqliteStore, TokenRow, Tx
 
 Role = Literal["operator", "admin"]
@@ -217,22 +216,16 @@ class Registry:
                 "on their sign-in page"
             )
         now = self.now()
-        try:
-            async with self._transaction(now) as tx:
-                await tx.execute(
-                    "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
-                    (tenant_id, name, now),
-                )
-                await tx.audit(
-                    who.actor,
-                    tenant_id,
-                    "tenant.create",
-                    tenant_id,
-                    None,
-                    {"id": tenant_id, "name": name},
-                )
-        except sqlite3.IntegrityError as e:
-            raise Conflict(f"tenant {tenant_id!r} already exists") from e
+        async with self._transaction(now) as tx:
+            await db.insert_tenant(tx, tenant_id, name)
+            await tx.audit(
+                who.actor,
+                tenant_id,
+                "tenant.create",
+                tenant_id,
+                None,
+                {"id": tenant_id, "name": name},
+            )
         return Tenant(tenant_id, name, now)
 
     async def list_tenants(self, who: Principal) -> list[Tenant]:
@@ -249,33 +242,11 @@ class Registry:
         location = validate_location(location)
         now = self.now()
         device_id = new_device_id()
-        try:
-            async with self._transaction(now) as tx:
-                await tx.execute(
-                    "INSERT INTO devices (mac, device_id, tenant_id, location, state, created_at, "
-                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        mac,
-                        device_id,
-                        tenant_id,
-                        location,
-                        DeviceState.AWAITING_ACTIVATION,
-                        now,
-                        now,
-                    ),
-                )
-                await tx.mark_changed([mac])
-                await tx.audit(
-                    who.actor,
-                    tenant_id,
-                    "device.create",
-                    mac,
-                    None,
-                    {"mac": mac, "location": location},
-                )
-        except sqlite3.IntegrityError as e:
-            # A MAC belongs to at most one tenant; do not say which one holds it.
-            raise Conflict(f"MAC {mac} is already registered") from e
+        async with self._transaction(now) as tx:
+            await db.insert_device(tx, tenant_id, db.NewDevice(mac, device_id, location))
+            await tx.audit(
+                who.actor, tenant_id, "device.create", mac, None, {"mac": mac, "location": location}
+            )
         self._apply(
             [DeviceView(mac, tenant_id, tenant.name, DeviceState.AWAITING_ACTIVATION, location)]
         )
@@ -324,11 +295,7 @@ class Registry:
         location = validate_location(location)
         now = self.now()
         async with self._transaction(now) as tx:
-            await tx.execute(
-                "UPDATE devices SET location = ?, updated_at = ? WHERE mac = ? AND tenant_id = ?",
-                (location, now, before.mac, tenant_id),
-            )
-            await tx.mark_changed([before.mac])
+            await db.set_location(tx, before.mac, tenant_id, location)
             await tx.audit(
                 who.actor,
                 tenant_id,
@@ -344,10 +311,7 @@ class Registry:
         before = await self.get_device(who, tenant_id, mac)
         async with self._transaction(self.now()) as tx:
             await revoke_device_tokens(tx, before.mac)
-            await tx.execute(
-                "DELETE FROM devices WHERE mac = ? AND tenant_id = ?", (before.mac, tenant_id)
-            )
-            await tx.mark_changed([before.mac])
+            await db.delete_device(tx, before.mac, tenant_id)
             await tx.audit(
                 who.actor,
                 tenant_id,
@@ -386,36 +350,27 @@ class Registry:
             return len(rows)
         now = self.now()
         total = len(rows)
-        state = DeviceState.AWAITING_ACTIVATION.value
-        try:
-            async with self._transaction(now) as tx:
-                for start in range(0, total, _IMPORT_CHUNK):
-                    chunk = rows[start : start + _IMPORT_CHUNK]
-                    await tx.executemany(
-                        "INSERT INTO devices (mac, device_id, tenant_id, location, state, "
-                        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [
-                            (r.mac, new_device_id(), tenant_id, r.location, state, now, now)
-                            for r in chunk
-                        ],
+        async with self._transaction(now) as tx:
+            for start in range(0, total, _IMPORT_CHUNK):
+                chunk = rows[start : start + _IMPORT_CHUNK]
+                await db.insert_devices(
+                    tx,
+                    tenant_id,
+                    [db.NewDevice(r.mac, new_device_id(), r.location) for r in chunk],
+                )
+                await tx.audit_many(
+                    (
+                        who.actor,
+                        tenant_id,
+                        "device.import",
+                        r.mac,
+                        None,
+                        {"mac": r.mac, "location": r.location, "row": r.row},
                     )
-                    await tx.mark_changed([r.mac for r in chunk])
-                    await tx.audit_many(
-                        (
-                            who.actor,
-                            tenant_id,
-                            "device.import",
-                            r.mac,
-                            None,
-                            {"mac": r.mac, "location": r.location, "row": r.row},
-                        )
-                        for r in chunk
-                    )
-                    if progress:
-                        progress(min(start + _IMPORT_CHUNK, total), total)
-        except sqlite3.IntegrityError as e:
-            # Lost a race with another writer registering the same MAC: nothing was stored.
-            raise Conflict(f"import aborted, nothing stored: {e}") from e
+                    for r in chunk
+                )
+                if progress:
+                    progress(min(start + _IMPORT_CHUNK, total), total)
         self._apply(
             [
                 DeviceView(
@@ -532,7 +487,7 @@ class Registry:
         before = await self.get_device(who, tenant_id, mac)
         now = self.now()
         async with self._transaction(now) as tx:
-            await set_state(
+            await db.set_state(
                 tx,
                 before.mac,
                 DeviceEvent.RESET,
@@ -573,11 +528,7 @@ class Registry:
         token_id = secrets.token_hex(6)
         now = self.now()
         async with self._transaction(now) as tx:
-            await tx.execute(
-                "INSERT INTO api_tokens (id, digest, role, tenant_id, name, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (token_id, token_digest(token), role, tenant_id, name, now),
-            )
+            await db.insert_token(tx, token_id, token_digest(token), role, tenant_id, name)
             await tx.audit(
                 actor,
                 tenant_id,
@@ -591,11 +542,7 @@ class Registry:
     async def revoke_token(self, actor: str, token_id: str) -> None:
         now = self.now()
         async with self._transaction(now) as tx:
-            cur = await tx.execute(
-                "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (now, token_id),
-            )
-            if cur.rowcount == 0:
+            if not await db.revoke_token(tx, token_id):
                 raise NotFound(f"no active token with id {token_id!r}")
             await tx.audit(actor, None, "token.revoke", token_id, None, None)
 

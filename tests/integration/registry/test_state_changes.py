@@ -15,7 +15,8 @@ from server.oauth.store import OAuthStore, revoke_device_tokens
 from server.provisioning.codes import CodeVault
 from server.registry.model import TRANSITIONS, DeviceEvent, DeviceState, iso
 from server.registry.service import Principal, Registry
-from server.registry.store import set_state
+from server.registry.store import NewDevice, insert_devices, set_state
+from server.store.base import Conflict
 from server.store.sqlite import SqliteStore
 
 OP = Principal("test", "operator")
@@ -123,3 +124,21 @@ async def test_a_denied_grant_is_not_revoked_and_a_new_request_replaces_it(
     await _grant(registry, oauth, "g2")
     assert await _status(oauth, "g1") is None
     assert await _status(oauth, "g2") is GrantStatus.PENDING
+
+
+async def test_the_store_answers_a_broken_uniqueness_rule_with_conflict(
+    registry: Registry,
+) -> None:
+    with pytest.raises(Conflict, match="tenant 'contoso' already exists"):
+        await registry.create_tenant(OP, "contoso", "Again")
+    with pytest.raises(Conflict, match=f"MAC {MAC} is already registered"):
+        await registry.add_device(OP, "contoso", MAC, "Room 2")
+    other = "02:00:5e:00:00:02"
+    # A batch clashing on its last row stores none of its rows, and says so.
+    with pytest.raises(Conflict, match="import aborted, nothing stored"):
+        async with registry.store.transaction(registry.now()) as tx:
+            await insert_devices(
+                tx, "contoso", [NewDevice(other, "dev_a", ""), NewDevice(MAC, "dev_b", "")]
+            )
+    assert await registry.store.existing_macs([other, MAC]) == {MAC: "contoso"}
+    assert len(registry.index) == 1
