@@ -1,4 +1,8 @@
-"""SQLite store: every SQL statement of Imprint lives in this module.
+"""SQLite store: connections, transactions, migrations, and the reads not yet moved out.
+
+A capability's own statements live in its store module (server/registry/store.py,
+server/provisioning/store.py, server/oauth/store.py, server/admin/store.py); its writes take
+the `Tx` of one `transaction(now)`.
 
 WAL, busy_timeout, foreign keys on, numbered migrations applied at start. Writes go through one
 writer connection, one `BEGIN IMMEDIATE` transaction each, serialised by an asyncio lock; reads

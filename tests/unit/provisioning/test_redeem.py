@@ -73,6 +73,7 @@ POLICY = Policy(max_attempts=5)
         (code(), WRONG, Outcome.WRONG_CODE, 4, True),
         (code(failed=4), RIGHT, Outcome.SUCCESS, None, False),
     ],
+    ids=lambda v: ("right" if v == RIGHT else "wrong") if isinstance(v, bytes) else None,
 )
 def test_each_rule_refuses_as_the_table_says(
     row: CodeState | None, typed: bytes, outcome: Outcome, left: int | None, counted: bool
