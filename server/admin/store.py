@@ -46,15 +46,6 @@ class SessionRow:
     last_seen_at: str
 
 
-@dataclass(frozen=True, slots=True)
-class CodeRow:
-    mac: str
-    sealed: bytes
-    expires_at: str
-    used_at: str | None
-    failed_attempts: int
-
-
 class AdminStore:
     """Admin accounts and sessions, over the same SQLite file as the registry."""
 
@@ -213,17 +204,3 @@ class AdminStore:
     async def tenant_device_counts(self) -> dict[str, int]:
         rows = await self.store._all("SELECT tenant_id, count(*) FROM devices GROUP BY tenant_id")
         return {r[0]: int(r[1]) for r in rows}
-
-    async def codes_of(self, tenant_id: str, macs: Sequence[str]) -> list[CodeRow]:
-        """The stored code rows of `macs` that belong to `tenant_id` (one page of the UI)."""
-        out: list[CodeRow] = []
-        for i in range(0, len(macs), 500):
-            chunk = list(macs[i : i + 500])
-            marks = ",".join("?" * len(chunk))
-            rows = await self.store._all(
-                "SELECT c.mac, c.sealed, c.expires_at, c.used_at, c.failed_attempts FROM codes c "
-                f"JOIN devices d ON d.mac = c.mac WHERE d.tenant_id = ? AND c.mac IN ({marks})",
-                [tenant_id, *chunk],
-            )
-            out += [CodeRow(r[0], r[1], r[2], r[3], int(r[4])) for r in rows]
-        return out

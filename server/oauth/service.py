@@ -71,6 +71,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from server.core.metrics import Registry as MetricsRegistry
 from server.core.ratelimit import FailureLimiter, TokenBuckets
+from server.oauth.model import GrantEvent, GrantStatus
 from server.oauth.store import ClientRow, GrantRow, OAuthStore, UserRow, revoke_device_tokens
 from server.provisioning.codes import format_code, generate_code, normalize_code
 from server.registry.model import Device, DeviceState
@@ -210,13 +211,13 @@ class PollOutcome:
 def poll_outcome(grant: GrantRow, now: datetime) -> PollOutcome:
     """Decide a device_code poll from the grant's state and the time. Pure."""
     interval = grant.interval_s
-    if grant.status == "denied":
+    if grant.status is GrantStatus.DENIED:
         return PollOutcome("access_denied", interval)
-    if grant.status not in ("pending", "approved"):
+    if grant.status not in (GrantStatus.PENDING, GrantStatus.APPROVED):
         return PollOutcome("invalid_grant", interval)  # redeemed already, or revoked
     if parse_iso(grant.expires_at) <= now:
         return PollOutcome("expired_token", interval)
-    if grant.status == "approved":
+    if grant.status is GrantStatus.APPROVED:
         return PollOutcome("issue", interval)
     if grant.last_poll_at is not None and (
         now.timestamp() - grant.last_poll_at < interval - POLL_SLACK_S
@@ -889,7 +890,7 @@ class OAuthService:
                     "invalid_grant",
                     "the refresh token was already used; the sign-in is revoked, sign in again",
                 )
-            elif row.grant_status != "issued" or row.username is None:
+            elif row.grant_status is not GrantStatus.ISSUED or row.username is None:
                 error = OAuthError("invalid_grant", "the sign-in was ended (signed out or reset)")
             elif row.expires_at <= now:
                 error = OAuthError("invalid_grant", "the refresh token expired; sign in again")
@@ -940,14 +941,14 @@ class OAuthService:
             ):
                 return inactive
             grant = await self.store.grant(sid)
-            if grant is None or grant.status != "issued":
+            if grant is None or grant.status is not GrantStatus.ISSUED:
                 return inactive
             return {"active": True, "token_type": "Bearer", "username": claims.get("sub"), **claims}
         row = await self.store.refresh_token(token_digest(token))
         if (
             row is None
             or row.rotated_at is not None
-            or row.grant_status != "issued"
+            or row.grant_status is not GrantStatus.ISSUED
             or row.expires_at <= iso(now_dt)
             or row.user_disabled is not False
             or not who.sees(row.tenant_id)
@@ -975,7 +976,7 @@ class OAuthService:
         grant = await self.store.grant_by_user_code(self.keys.user_code_digest(code))
         if (
             grant is None
-            or grant.status != "pending"
+            or grant.status is not GrantStatus.PENDING
             or parse_iso(grant.expires_at) <= self.registry.clock()
         ):
             return None
@@ -1036,7 +1037,7 @@ class OAuthService:
             user = await self.store.user_in_tx(tx, username)
             if (
                 grant is None
-                or grant.status != "pending"
+                or grant.status is not GrantStatus.PENDING
                 or parse_iso(grant.expires_at) <= self.registry.clock()
             ):
                 return Decision(
@@ -1056,14 +1057,14 @@ class OAuthService:
             if device is None or device.client_secret_hash is None:
                 return Decision("not_provisioned", "This device is no longer provisioned.")
             if not approve:
-                await self.store.decide(tx, grant.id, "denied", user.username)
+                await self.store.decide(tx, grant.id, GrantEvent.DENY, user.username)
                 await tx.audit(
                     actor, grant.tenant_id, "oauth.deny", grant.mac, None, {"user": user.username}
                 )
                 return Decision(
                     None, "Sign-in denied. The device will not be signed in.", grant.mac
                 )
-            if not await self.store.decide(tx, grant.id, "approved", user.username):
+            if not await self.store.decide(tx, grant.id, GrantEvent.APPROVE, user.username):
                 return Decision("not_pending", "This sign-in request is no longer waiting.")
             # One user per device: an earlier sign-in on it ends here.
             await self.store.revoke_other_sessions(tx, grant.mac, grant.id)

@@ -6,11 +6,21 @@ so that the caller's checks, the change and its audit entry commit together.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from server.registry.model import DeviceState
+from server.oauth.model import (
+    ENDED,
+    SESSION,
+    GrantEvent,
+    GrantStatus,
+    GrantTransitionError,
+    sources,
+    target,
+)
+from server.registry.model import DeviceEvent, DeviceState
+from server.registry.store import set_state
 from server.store.sqlite import SqliteStore, Tx
 
 
@@ -39,7 +49,7 @@ class GrantRow:
     tenant_id: str
     client_id: str
     scope: str
-    status: str
+    status: GrantStatus
     username: str | None
     created_at: str
     expires_at: str
@@ -55,7 +65,9 @@ _GRANT_COLS = (
 
 
 def _grant(r: Sequence[Any]) -> GrantRow:
-    return GrantRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], int(r[9]), r[10], r[11])
+    return GrantRow(
+        r[0], r[1], r[2], r[3], r[4], GrantStatus(r[5]), r[6], r[7], r[8], int(r[9]), r[10], r[11]
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,13 +103,46 @@ class RefreshRow:
     grant_id: str
     expires_at: str
     rotated_at: str | None
-    grant_status: str
+    grant_status: GrantStatus
     client_id: str
     mac: str
     tenant_id: str
     scope: str
     username: str | None
     user_disabled: bool | None  # None: the account no longer exists
+
+
+def _marks(statuses: Collection[GrantStatus]) -> tuple[str, list[GrantStatus]]:
+    """`?, ?` and the sorted values, for a `status IN (...)` condition."""
+    values = sorted(statuses)
+    return ",".join("?" * len(values)), values
+
+
+async def _move_grants(
+    tx: Tx,
+    event: GrantEvent,
+    where: str,
+    params: Sequence[Any],
+    *,
+    among: frozenset[GrantStatus] | None = None,
+    sets: str = "",
+    set_params: Sequence[Any] = (),
+) -> int:
+    """Apply `event` to the grants matching `where`, guarded by the transition table (only
+    grants in one of its source statuses move, or in `among`, a subset of them); returns how
+    many moved. `sets` (", col = ?, ...") changes other columns in the same statement."""
+    allowed = sources(event)
+    if among is not None and not among <= allowed:
+        raise GrantTransitionError(f"{event.value} is not allowed from {sorted(among - allowed)}")
+    marks, from_ = _marks(allowed if among is None else among)
+    cur = await tx.execute(
+        f"UPDATE oauth_device_grants SET status = ?{sets} WHERE {where} AND status IN ({marks})",
+        [target(event), *set_params, *params, *from_],
+    )
+    return int(cur.rowcount)
+
+
+_REVOKED_SETS = ", revoked_at = ?, user_code_digest = NULL, user_code_sealed = NULL"
 
 
 async def revoke_device_tokens(tx: Tx, mac: str) -> int:
@@ -110,13 +155,9 @@ async def revoke_device_tokens(tx: Tx, mac: str) -> int:
         "(SELECT id FROM oauth_device_grants WHERE mac = ?)",
         (mac,),
     )
-    cur = await tx.execute(
-        "UPDATE oauth_device_grants SET status = 'revoked', revoked_at = ?, "
-        "user_code_digest = NULL, user_code_sealed = NULL "
-        "WHERE mac = ? AND status IN ('pending', 'approved', 'issued')",
-        (tx.now, mac),
+    return await _move_grants(
+        tx, GrantEvent.REVOKE, "mac = ?", (mac,), sets=_REVOKED_SETS, set_params=(tx.now,)
     )
-    return int(cur.rowcount)
 
 
 class OAuthStore:
@@ -201,22 +242,14 @@ class OAuthStore:
         return _client(row) if row else None
 
     @staticmethod
-    async def set_signed_in(tx: Tx, mac: str, username: str) -> None:
-        await tx.execute(
-            "UPDATE devices SET state = ?, signed_in_user = ?, updated_at = ? WHERE mac = ?",
-            (DeviceState.SIGNED_IN, username, tx.now, mac),
-        )
-        await tx.mark_changed([mac])
+    async def set_signed_in(tx: Tx, mac: str, username: str) -> bool:
+        """Signed in as `username` (from awaiting sign-in, or replacing the user before)."""
+        return await set_state(tx, mac, DeviceEvent.SIGN_IN, also={"signed_in_user": username})
 
     @staticmethod
-    async def set_signed_out(tx: Tx, mac: str) -> None:
+    async def set_signed_out(tx: Tx, mac: str) -> bool:
         """Back to awaiting sign-in (only from signed in: an unprovisioned device stays so)."""
-        await tx.execute(
-            "UPDATE devices SET state = ?, signed_in_user = NULL, updated_at = ? "
-            "WHERE mac = ? AND state = ?",
-            (DeviceState.AWAITING_SIGN_IN, tx.now, mac, DeviceState.SIGNED_IN),
-        )
-        await tx.mark_changed([mac])
+        return await set_state(tx, mac, DeviceEvent.SIGN_OUT, also={"signed_in_user": None})
 
     # ---- device authorization grants -----------------------------------------------------------
 
@@ -240,15 +273,16 @@ class OAuthStore:
         Raises sqlite3.IntegrityError if the user code collides with a live one (caller retries).
         """
         # A device shows one user code at a time: a new request replaces the one before it.
+        marks, dropped = _marks(ENDED | {GrantStatus.PENDING})
         await tx.execute(
-            "DELETE FROM oauth_device_grants WHERE mac = ? AND (status IN "
-            "('pending', 'denied', 'revoked') OR (status = 'approved' AND expires_at <= ?))",
-            (mac, tx.now),
+            f"DELETE FROM oauth_device_grants WHERE mac = ? AND (status IN ({marks}) "
+            "OR (status = ? AND expires_at <= ?))",
+            (mac, *dropped, GrantStatus.APPROVED, tx.now),
         )
         await tx.execute(
             "INSERT INTO oauth_device_grants (id, device_code_hash, user_code_digest, "
             "user_code_sealed, mac, tenant_id, client_id, scope, status, created_at, expires_at, "
-            "interval_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+            "interval_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 grant_id,
                 device_code_hash,
@@ -258,6 +292,7 @@ class OAuthStore:
                 tenant_id,
                 client_id,
                 scope,
+                GrantStatus.PENDING,
                 tx.now,
                 expires_at,
                 interval_s,
@@ -296,8 +331,8 @@ class OAuthStore:
         """The device's current sign-in request, if it has one that has not expired."""
         row = await self.store._one(
             f"SELECT {_GRANT_COLS} FROM oauth_device_grants WHERE mac = ? AND "
-            "status = 'pending' AND expires_at > ? ORDER BY created_at DESC LIMIT 1",
-            (mac, now),
+            "status = ? AND expires_at > ? ORDER BY created_at DESC LIMIT 1",
+            (mac, GrantStatus.PENDING, now),
         )
         return _grant(row) if row else None
 
@@ -309,66 +344,76 @@ class OAuthStore:
         )
 
     @staticmethod
-    async def decide(tx: Tx, grant_id: str, status: str, username: str | None) -> bool:
+    async def decide(tx: Tx, grant_id: str, event: GrantEvent, username: str | None) -> bool:
         """Approve or deny a pending, unexpired grant; False if it was no longer pending."""
-        cur = await tx.execute(
-            "UPDATE oauth_device_grants SET status = ?, username = ?, decided_at = ?, "
-            "user_code_digest = NULL WHERE id = ? AND status = 'pending' AND expires_at > ?",
-            (status, username, tx.now, grant_id, tx.now),
+        if event not in (GrantEvent.APPROVE, GrantEvent.DENY):
+            raise GrantTransitionError(f"a user's answer is approve or deny, not {event.value}")
+        moved = await _move_grants(
+            tx,
+            event,
+            "id = ? AND expires_at > ?",
+            (grant_id, tx.now),
+            sets=", username = ?, decided_at = ?, user_code_digest = NULL",
+            set_params=(username, tx.now),
         )
-        return int(cur.rowcount) == 1
+        return moved == 1
 
     @staticmethod
     async def mark_issued(tx: Tx, grant_id: str) -> bool:
         """Approved -> issued, exactly once: of two concurrent polls only one gets tokens."""
-        cur = await tx.execute(
-            "UPDATE oauth_device_grants SET status = 'issued', user_code_sealed = NULL "
-            "WHERE id = ? AND status = 'approved'",
-            (grant_id,),
+        moved = await _move_grants(
+            tx, GrantEvent.ISSUE, "id = ?", (grant_id,), sets=", user_code_sealed = NULL"
         )
-        return int(cur.rowcount) == 1
+        return moved == 1
 
     @staticmethod
     async def revoke_grant(tx: Tx, grant_id: str) -> None:
         await tx.execute("DELETE FROM oauth_refresh_tokens WHERE grant_id = ?", (grant_id,))
-        await tx.execute(
-            "UPDATE oauth_device_grants SET status = 'revoked', revoked_at = ?, "
-            "user_code_digest = NULL, user_code_sealed = NULL WHERE id = ?",
-            (tx.now, grant_id),
+        await _move_grants(
+            tx, GrantEvent.REVOKE, "id = ?", (grant_id,), sets=_REVOKED_SETS, set_params=(tx.now,)
         )
 
     @staticmethod
     async def revoke_other_sessions(tx: Tx, mac: str, keep: str) -> int:
         """Revoke the device's signed-in sessions other than `keep` (one user per device)."""
+        marks, session = _marks(SESSION)
         await tx.execute(
             "DELETE FROM oauth_refresh_tokens WHERE grant_id IN (SELECT id FROM "
-            "oauth_device_grants WHERE mac = ? AND id != ? AND status IN ('approved', 'issued'))",
+            f"oauth_device_grants WHERE mac = ? AND id != ? AND status IN ({marks}))",
+            (mac, keep, *session),
+        )
+        return await _move_grants(
+            tx,
+            GrantEvent.REVOKE,
+            "mac = ? AND id != ?",
             (mac, keep),
+            among=SESSION,
+            sets=", revoked_at = ?",
+            set_params=(tx.now,),
         )
-        cur = await tx.execute(
-            "UPDATE oauth_device_grants SET status = 'revoked', revoked_at = ? "
-            "WHERE mac = ? AND id != ? AND status IN ('approved', 'issued')",
-            (tx.now, mac, keep),
-        )
-        return int(cur.rowcount)
 
     @staticmethod
     async def revoke_user_sessions(tx: Tx, username: str) -> list[str]:
         """Revoke every session of `username`; returns the MACs that were signed in with it."""
+        marks, session = _marks(SESSION)
         rows = await tx.fetchall(
             "SELECT DISTINCT mac FROM oauth_device_grants WHERE username = ? AND "
-            "status IN ('approved', 'issued') ORDER BY mac",
-            (username,),
+            f"status IN ({marks}) ORDER BY mac",
+            (username, *session),
         )
         await tx.execute(
             "DELETE FROM oauth_refresh_tokens WHERE grant_id IN (SELECT id FROM "
-            "oauth_device_grants WHERE username = ? AND status IN ('approved', 'issued'))",
-            (username,),
+            f"oauth_device_grants WHERE username = ? AND status IN ({marks}))",
+            (username, *session),
         )
-        await tx.execute(
-            "UPDATE oauth_device_grants SET status = 'revoked', revoked_at = ? "
-            "WHERE username = ? AND status IN ('approved', 'issued')",
-            (tx.now, username),
+        await _move_grants(
+            tx,
+            GrantEvent.REVOKE,
+            "username = ?",
+            (username,),
+            among=SESSION,
+            sets=", revoked_at = ?",
+            set_params=(tx.now,),
         )
         return [r[0] for r in rows]
 
@@ -403,7 +448,7 @@ class OAuthStore:
             r[0],
             r[1],
             r[2],
-            r[3],
+            GrantStatus(r[3]),
             r[4],
             r[5],
             r[6],

@@ -23,17 +23,6 @@ from server.web.routes import RouteTable
 routes = RouteTable()
 log = logging.getLogger("imprint.provision")
 
-# error code -> HTTP status
-STATUS = {
-    "not_registered": 404,
-    "already_provisioned": 409,
-    "no_code": 409,
-    "wrong_code": 401,
-    "expired_code": 410,
-    "locked": 423,
-    "address_mismatch": 403,
-}
-
 
 class ProvisionIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -111,28 +100,28 @@ async def provision(request: web.Request) -> web.Response:
     attempts = svc.metrics.counter(
         "imprint_code_attempts_total", "Verification code entries by result", ("result",)
     )
-    if result.error is not None:
-        if result.error in ("wrong_code", "locked"):
+    outcome = result.outcome
+    attempts.inc(outcome.value)
+    if outcome.is_refusal:
+        if outcome.counts_as_failure:
             svc.provision_failures.record(source, now)
-        attempts.inc(result.error)
         log.info(
             "provisioning refused: mac=%s source=%s reason=%s",
             result.mac,
             source,
-            result.error,
-            extra={"mac": result.mac, "source": source, "reason": result.error},
+            outcome.value,
+            extra={"mac": result.mac, "source": source, "reason": outcome.value},
         )
         payload: dict[str, object] = {
-            "error": result.error,
+            "error": outcome.value,
             "message": result.message,
             "details": [],
         }
         if result.attempts_left is not None:
             payload["attempts_left"] = result.attempts_left
         return web.json_response(
-            payload, status=STATUS[result.error], headers={"Cache-Control": "no-store"}
+            payload, status=outcome.http_status, headers={"Cache-Control": "no-store"}
         )
-    attempts.inc("success")
     if result.warning:
         log.warning("provisioned %s with a warning: %s", result.mac, result.warning)
     assert result.tenant is not None and result.device_id is not None

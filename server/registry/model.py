@@ -1,12 +1,16 @@
-"""The registry's domain values: tenants, devices, device states, the provisioning endpoint.
+"""The registry's domain values: tenants, devices, device states and their transition table,
+the provisioning endpoint.
 
 Pure: no I/O, no clock, no randomness. Frozen dataclasses inside; pydantic only at the edges.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -30,6 +34,75 @@ class DeviceState(StrEnum):
     AWAITING_ACTIVATION = "awaiting_activation"
     AWAITING_SIGN_IN = "awaiting_sign_in"
     SIGNED_IN = "signed_in"
+
+
+class DeviceEvent(StrEnum):
+    PROVISION = "provision"  # the technician's code entry succeeded: the device has a credential
+    SIGN_IN = "sign_in"  # a user approved the device's sign-in (replacing any earlier user)
+    SIGN_OUT = "sign_out"  # signed out: by the admin, a refresh-token replay, a disabled user
+    RESET = "reset"  # the admin's reset: credential and code revoked, back to the start
+
+
+# Rule 1 (as in h11's _state.py): every device state change is an entry here. The store's one
+# guarded write (server/registry/store.py set_state) reads it; nothing else sets `state`.
+TRANSITIONS: Mapping[DeviceState, Mapping[DeviceEvent, DeviceState]] = {
+    DeviceState.AWAITING_ACTIVATION: {
+        DeviceEvent.PROVISION: DeviceState.AWAITING_SIGN_IN,
+        DeviceEvent.RESET: DeviceState.AWAITING_ACTIVATION,
+    },
+    DeviceState.AWAITING_SIGN_IN: {
+        DeviceEvent.SIGN_IN: DeviceState.SIGNED_IN,
+        DeviceEvent.RESET: DeviceState.AWAITING_ACTIVATION,
+    },
+    DeviceState.SIGNED_IN: {
+        DeviceEvent.SIGN_IN: DeviceState.SIGNED_IN,
+        DeviceEvent.SIGN_OUT: DeviceState.AWAITING_SIGN_IN,
+        DeviceEvent.RESET: DeviceState.AWAITING_ACTIVATION,
+    },
+}
+
+
+class TransitionError(ValueError):
+    """An event that the transition table does not allow from the current state."""
+
+
+def next_state(state: DeviceState, event: DeviceEvent) -> DeviceState:
+    """The state `event` moves `state` to, or TransitionError if the table has no such move."""
+    try:
+        return TRANSITIONS[state][event]
+    except KeyError:
+        raise TransitionError(f"a device {state.value} cannot {event.value}") from None
+
+
+def sources(event: DeviceEvent) -> frozenset[DeviceState]:
+    """The states from which `event` is allowed."""
+    return frozenset(s for s, moves in TRANSITIONS.items() if event in moves)
+
+
+def target(event: DeviceEvent) -> DeviceState:
+    """Where `event` leads: one state per event, whatever the state it starts from."""
+    (to,) = {moves[event] for moves in TRANSITIONS.values() if event in moves}
+    return to
+
+
+# Every event leads to one state, so one guarded UPDATE (WHERE state IN sources) applies it.
+for _event in DeviceEvent:
+    target(_event)
+
+
+def iso(dt: datetime) -> str:
+    """The stored text form of a time: ISO 8601 UTC to the second; such strings sort in time."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(s: str) -> datetime:
+    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def token_digest(token: str) -> bytes:
+    """Stored form of a high-entropy secret (API tokens, device client secrets)."""
+    # Tokens carry 256 bits of randomness, so a plain SHA-256 is a safe stored form.
+    return hashlib.sha256(token.encode()).digest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
-"""The admin registry: tenants, devices, verification codes, tokens and audit, shared by the REST
-API and the CLI. Validation and tenant scoping live here; SQL lives in server/store.
+"""The admin registry: tenants, devices, tokens and audit, shared by the REST API and the CLI.
+Validation and tenant scoping live here; verification codes are issued and redeemed by the
+provisioning service it composes (server/provisioning/service.py, `Registry.provisioning`).
 
 It also owns the in-memory index of registered MACs that the DHCP/mDNS hot path reads: updated
 right after each of our own commits, and from `registry_changes` for other processes' commits.
@@ -7,10 +8,7 @@ right after each of our own commits, and from `registry_changes` for other proce
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import secrets
-import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,36 +17,29 @@ from typing import Literal
 
 from server.core.mac import MacError, normalize_mac
 from server.oauth.store import revoke_device_tokens
-from server.provisioning.codes import (
-    CodeFormatError,
-    CodeVault,
-    format_code,
-    generate_code,
-    normalize_code,
-)
+from server.provisioning.codes import CodeVault
+from server.provisioning.service import CodePolicy, IssuedCode, ProvisioningService, Redemption
+from server.provisioning.store import delete_code
+from server.registry import store as db
 from server.registry.model import (
     Device,
+    DeviceEvent,
     DeviceState,
     DeviceView,
     Tenant,
     TenantError,
+    iso,
+    parse_iso,
+    token_digest,
     validate_tenant_id,
 )
-from server.store.base import Conflict, Invalid, NotFound
+from server.store.base import Invalid, NotFound
 from server.store.sqlite import AuditRow, SqliteStore, TokenRow, Tx
 
 Role = Literal["operator", "admin"]
 MAX_LOCATION = 200
 MAX_TENANT_NAME = 100
 _IMPORT_CHUNK = 5000
-
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso(s: str) -> datetime:
-    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +62,6 @@ class ImportRow:
 
 
 @dataclass(frozen=True, slots=True)
-class IssuedCode:
-    mac: str
-    code: str  # formatted XXXX-XXXX
-    expires_at: str
-
-
-@dataclass(frozen=True, slots=True)
 class ExportRow:
     mac: str
     location: str
@@ -97,11 +81,6 @@ def validate_location(value: object) -> str:
     return loc
 
 
-def token_digest(token: str) -> bytes:
-    # Tokens carry 256 bits of randomness, so a plain SHA-256 is a safe stored form.
-    return hashlib.sha256(token.encode()).digest()
-
-
 class Registry:
     """Admin operations with tenant scoping, audit in the same transaction, and the MAC index."""
 
@@ -115,18 +94,40 @@ class Registry:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
-        self.vault = vault
-        self.code_ttl = code_ttl
-        self.max_attempts = max_attempts
         self.clock = clock
         self.index: dict[str, DeviceView] = {}
         # Called with the MACs that became registered (e.g. to drop them from the discovered list).
         self.on_registered: list[Callable[[Sequence[str]], None]] = []
         self._seen_seq = 0
         self._data_version = -1
+        self.provisioning = ProvisioningService(
+            store,
+            vault,
+            policy=CodePolicy(code_ttl, max_attempts),
+            clock=lambda: self.clock(),
+            transaction=self._transaction,
+            changed=self.refresh,
+        )
 
     def now(self) -> str:
         return iso(self.clock())
+
+    # [codes] of the configuration, held by the provisioning service (SIGHUP sets these).
+    @property
+    def code_ttl(self) -> timedelta:
+        return self.provisioning.policy.ttl
+
+    @code_ttl.setter
+    def code_ttl(self, value: timedelta) -> None:
+        self.provisioning.set_policy(ttl=value)
+
+    @property
+    def max_attempts(self) -> int:
+        return self.provisioning.policy.max_attempts
+
+    @max_attempts.setter
+    def max_attempts(self, value: int) -> None:
+        self.provisioning.set_policy(max_attempts=value)
 
     # ---- the in-memory index -------------------------------------------------------------
 
@@ -215,22 +216,16 @@ class Registry:
                 "on their sign-in page"
             )
         now = self.now()
-        try:
-            async with self._transaction(now) as tx:
-                await tx.execute(
-                    "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
-                    (tenant_id, name, now),
-                )
-                await tx.audit(
-                    who.actor,
-                    tenant_id,
-                    "tenant.create",
-                    tenant_id,
-                    None,
-                    {"id": tenant_id, "name": name},
-                )
-        except sqlite3.IntegrityError as e:
-            raise Conflict(f"tenant {tenant_id!r} already exists") from e
+        async with self._transaction(now) as tx:
+            await db.insert_tenant(tx, tenant_id, name)
+            await tx.audit(
+                who.actor,
+                tenant_id,
+                "tenant.create",
+                tenant_id,
+                None,
+                {"id": tenant_id, "name": name},
+            )
         return Tenant(tenant_id, name, now)
 
     async def list_tenants(self, who: Principal) -> list[Tenant]:
@@ -247,33 +242,11 @@ class Registry:
         location = validate_location(location)
         now = self.now()
         device_id = new_device_id()
-        try:
-            async with self._transaction(now) as tx:
-                await tx.execute(
-                    "INSERT INTO devices (mac, device_id, tenant_id, location, state, created_at, "
-                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        mac,
-                        device_id,
-                        tenant_id,
-                        location,
-                        DeviceState.AWAITING_ACTIVATION,
-                        now,
-                        now,
-                    ),
-                )
-                await tx.mark_changed([mac])
-                await tx.audit(
-                    who.actor,
-                    tenant_id,
-                    "device.create",
-                    mac,
-                    None,
-                    {"mac": mac, "location": location},
-                )
-        except sqlite3.IntegrityError as e:
-            # A MAC belongs to at most one tenant; do not say which one holds it.
-            raise Conflict(f"MAC {mac} is already registered") from e
+        async with self._transaction(now) as tx:
+            await db.insert_device(tx, tenant_id, db.NewDevice(mac, device_id, location))
+            await tx.audit(
+                who.actor, tenant_id, "device.create", mac, None, {"mac": mac, "location": location}
+            )
         self._apply(
             [DeviceView(mac, tenant_id, tenant.name, DeviceState.AWAITING_ACTIVATION, location)]
         )
@@ -322,11 +295,7 @@ class Registry:
         location = validate_location(location)
         now = self.now()
         async with self._transaction(now) as tx:
-            await tx.execute(
-                "UPDATE devices SET location = ?, updated_at = ? WHERE mac = ? AND tenant_id = ?",
-                (location, now, before.mac, tenant_id),
-            )
-            await tx.mark_changed([before.mac])
+            await db.set_location(tx, before.mac, tenant_id, location)
             await tx.audit(
                 who.actor,
                 tenant_id,
@@ -342,10 +311,7 @@ class Registry:
         before = await self.get_device(who, tenant_id, mac)
         async with self._transaction(self.now()) as tx:
             await revoke_device_tokens(tx, before.mac)
-            await tx.execute(
-                "DELETE FROM devices WHERE mac = ? AND tenant_id = ?", (before.mac, tenant_id)
-            )
-            await tx.mark_changed([before.mac])
+            await db.delete_device(tx, before.mac, tenant_id)
             await tx.audit(
                 who.actor,
                 tenant_id,
@@ -384,36 +350,27 @@ class Registry:
             return len(rows)
         now = self.now()
         total = len(rows)
-        state = DeviceState.AWAITING_ACTIVATION.value
-        try:
-            async with self._transaction(now) as tx:
-                for start in range(0, total, _IMPORT_CHUNK):
-                    chunk = rows[start : start + _IMPORT_CHUNK]
-                    await tx.executemany(
-                        "INSERT INTO devices (mac, device_id, tenant_id, location, state, "
-                        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [
-                            (r.mac, new_device_id(), tenant_id, r.location, state, now, now)
-                            for r in chunk
-                        ],
+        async with self._transaction(now) as tx:
+            for start in range(0, total, _IMPORT_CHUNK):
+                chunk = rows[start : start + _IMPORT_CHUNK]
+                await db.insert_devices(
+                    tx,
+                    tenant_id,
+                    [db.NewDevice(r.mac, new_device_id(), r.location) for r in chunk],
+                )
+                await tx.audit_many(
+                    (
+                        who.actor,
+                        tenant_id,
+                        "device.import",
+                        r.mac,
+                        None,
+                        {"mac": r.mac, "location": r.location, "row": r.row},
                     )
-                    await tx.mark_changed([r.mac for r in chunk])
-                    await tx.audit_many(
-                        (
-                            who.actor,
-                            tenant_id,
-                            "device.import",
-                            r.mac,
-                            None,
-                            {"mac": r.mac, "location": r.location, "row": r.row},
-                        )
-                        for r in chunk
-                    )
-                    if progress:
-                        progress(min(start + _IMPORT_CHUNK, total), total)
-        except sqlite3.IntegrityError as e:
-            # Lost a race with another writer registering the same MAC: nothing was stored.
-            raise Conflict(f"import aborted, nothing stored: {e}") from e
+                    for r in chunk
+                )
+                if progress:
+                    progress(min(start + _IMPORT_CHUNK, total), total)
         self._apply(
             [
                 DeviceView(
@@ -472,48 +429,7 @@ class Registry:
                 raise Invalid(
                     "codes can only be issued for registered devices awaiting activation", details
                 )
-        now_dt = self.clock()
-        now = iso(now_dt)
-        expires = iso(now_dt + self.code_ttl)
-        # CPU work off the event loop: the DHCP/mDNS responders share it.
-        rows_out, issued = await asyncio.to_thread(self._mint_codes, targets, now, expires)
-        async with self._transaction(now) as tx:
-            for start in range(0, len(rows_out), _IMPORT_CHUNK):
-                chunk = rows_out[start : start + _IMPORT_CHUNK]
-                # INSERT OR REPLACE: regenerating revokes the previous code and its attempt count.
-                await tx.executemany(
-                    "INSERT OR REPLACE INTO codes (mac, digest, sealed, created_at, expires_at, "
-                    "used_at, failed_attempts) VALUES (?, ?, ?, ?, ?, NULL, 0)",
-                    chunk,
-                )
-                await tx.audit_many(
-                    (who.actor, tenant_id, "code.generate", r[0], None, {"expires_at": expires})
-                    for r in chunk
-                )
-        return issued
-
-    def _mint_codes(
-        self, targets: Sequence[str], now: str, expires: str
-    ) -> tuple[list[tuple[str, bytes, bytes, str, str]], list[IssuedCode]]:
-        rows: list[tuple[str, bytes, bytes, str, str]] = []
-        issued: list[IssuedCode] = []
-        for mac in targets:
-            code = generate_code()
-            rows.append(
-                (mac, self.vault.digest(mac, code), self.vault.seal(mac, code), now, expires)
-            )
-            issued.append(IssuedCode(mac, format_code(code), expires))
-        return rows, issued
-
-    def code_is_current(
-        self, expires_at: str | None, used_at: str | None, failed: int | None, now: str
-    ) -> bool:
-        return (
-            expires_at is not None
-            and used_at is None
-            and expires_at > now
-            and (failed or 0) < self.max_attempts
-        )
+        return await self.provisioning.issue(who.actor, tenant_id, targets)
 
     async def export(
         self, who: Principal, tenant_id: str, state: str | None = None
@@ -524,22 +440,23 @@ class Registry:
                 f"state {state!r} is not one of: " + ", ".join(s.value for s in DeviceState)
             )
         rows = await self.store.export_rows(tenant_id, state)
-        return await asyncio.to_thread(self._export_rows, rows, self.now())
-
-    def _export_rows(
-        self,
-        rows: Sequence[tuple[str, str, str, bytes | None, str | None, str | None, int | None]],
-        now: str,
-    ) -> list[ExportRow]:
+        codes = (
+            await self.provisioning.current_codes(tenant_id)
+            if state in (None, DeviceState.AWAITING_ACTIVATION)
+            else {}
+        )
         out = []
-        for mac, loc, st, sealed, expires, used, failed in rows:
-            current = (
-                st == DeviceState.AWAITING_ACTIVATION
-                and sealed is not None
-                and self.code_is_current(expires, used, failed, now)
+        for mac, loc, st in rows:
+            current = codes.get(mac)
+            out.append(
+                ExportRow(
+                    mac,
+                    loc,
+                    current.code if current else "",
+                    current.expires_at if current else "",
+                    st,
+                )
             )
-            code = format_code(self.vault.unseal(mac, sealed)) if current and sealed else ""
-            out.append(ExportRow(mac, loc, code, expires if current and expires else "", st))
         return out
 
     # ---- provisioning (the technician's code entry) -------------------------------------------
@@ -557,137 +474,12 @@ class Registry:
 
         Raises Invalid for a malformed MAC or code (not counted as an attempt).
         """
-        mac = _mac_or_notfound(mac)
-        try:
-            entered = normalize_code(code)
-        except CodeFormatError as e:
-            raise Invalid(str(e), [{"field": "code", "message": str(e)}]) from e
-        now = self.now()
-        actor = f"device:{mac}@{source}"
-        secret = secrets.token_urlsafe(32)
-        async with self._transaction(now) as tx:
-            row = await tx.fetchone(
-                "SELECT d.tenant_id, t.name, d.state, d.device_id, c.digest, c.expires_at, "
-                "c.used_at, c.failed_attempts FROM devices d JOIN tenants t ON t.id = d.tenant_id "
-                "LEFT JOIN codes c ON c.mac = d.mac WHERE d.mac = ?",
-                (mac,),
-            )
-            if row is None:
-                return Redemption(
-                    "not_registered",
-                    f"This device ({mac}) is not registered with Imprint. Ask your admin to "
-                    "register its MAC address, then enter the code again.",
-                    mac,
-                )
-            tenant_id, tenant_name, state, device_id, digest, expires, used, failed = row
-
-            async def fail(error: str, message: str, left: int | None = None) -> Redemption:
-                await tx.audit(
-                    actor,
-                    tenant_id,
-                    "provision.failed",
-                    mac,
-                    None,
-                    {"reason": error, "source": source, "attempts_left": left},
-                )
-                return Redemption(error, message, mac, attempts_left=left)
-
-            if state != DeviceState.AWAITING_ACTIVATION:
-                return await fail(
-                    "already_provisioned",
-                    "This device is already provisioned. If it must be provisioned again, ask "
-                    "your admin to reset it and issue a new code.",
-                )
-            if digest is None or used is not None:
-                return await fail(
-                    "no_code",
-                    "No verification code has been issued for this device. Ask your admin to "
-                    "generate one.",
-                )
-            if failed >= self.max_attempts:
-                return await fail(
-                    "locked",
-                    "This device is locked after too many wrong codes. Ask your admin to issue "
-                    "a new code.",
-                    0,
-                )
-            if expires <= now:
-                return await fail(
-                    "expired_code",
-                    f"This code expired at {expires} UTC. Ask your admin for a new code.",
-                )
-            if not self.vault.matches(mac, entered, digest):
-                await tx.execute(
-                    "UPDATE codes SET failed_attempts = failed_attempts + 1 WHERE mac = ?", (mac,)
-                )
-                left = self.max_attempts - failed - 1
-                if left <= 0:
-                    return await fail(
-                        "locked",
-                        "That code is not right, and this device is now locked. Ask your admin "
-                        "to issue a new code.",
-                        0,
-                    )
-                return await fail(
-                    "wrong_code",
-                    f"That code is not right for this device. Check the code listed for {mac}; "
-                    f"{left} attempt{'s' if left != 1 else ''} left.",
-                    left,
-                )
-            warning = None
-            if dhcp_address is not None and dhcp_address != source:
-                warning = f"code entered from {source}, but DHCP saw this MAC at {dhcp_address}"
-                if require_dhcp_match:
-                    return await fail(
-                        "address_mismatch",
-                        "This request does not come from the address the network gave this "
-                        "device. Enter the code on the device itself.",
-                    )
-            # One atomic conditional update: of concurrent redemptions only one finds the code
-            # unused (BEGIN IMMEDIATE serialises them here; the WHERE clause is what would keep
-            # it exactly-once on a store without that lock).
-            cur = await tx.execute(
-                "UPDATE codes SET used_at = ? WHERE mac = ? AND used_at IS NULL AND "
-                "expires_at > ? AND failed_attempts < ?",
-                (now, mac, now, self.max_attempts),
-            )
-            if cur.rowcount != 1:
-                return await fail("no_code", "This code has already been used.")
-            await tx.execute(
-                "UPDATE devices SET state = ?, client_secret_hash = ?, provisioned_at = ?, "
-                "provisioned_from = ?, updated_at = ? WHERE mac = ? AND state = ?",
-                (
-                    DeviceState.AWAITING_SIGN_IN,
-                    token_digest(secret),
-                    now,
-                    source,
-                    now,
-                    mac,
-                    DeviceState.AWAITING_ACTIVATION,
-                ),
-            )
-            await tx.mark_changed([mac])
-            await tx.audit(
-                actor,
-                tenant_id,
-                "provision.success",
-                mac,
-                {"state": DeviceState.AWAITING_ACTIVATION.value},
-                {
-                    "state": DeviceState.AWAITING_SIGN_IN.value,
-                    "source": source,
-                    **({"warning": warning} if warning else {}),
-                },
-            )
-        await self.refresh([mac])
-        return Redemption(
-            None,
-            f"Provisioned to {tenant_name}.",
-            mac,
-            tenant=Tenant(tenant_id, tenant_name, ""),
-            device_id=device_id,
-            client_secret=secret,
-            warning=warning,
+        return await self.provisioning.redeem(
+            _mac_or_notfound(mac),
+            code,
+            source,
+            dhcp_address=dhcp_address,
+            require_dhcp_match=require_dhcp_match,
         )
 
     async def reset_device(self, who: Principal, tenant_id: str, mac: str) -> Device:
@@ -695,15 +487,17 @@ class Registry:
         before = await self.get_device(who, tenant_id, mac)
         now = self.now()
         async with self._transaction(now) as tx:
-            await tx.execute(
-                "UPDATE devices SET state = ?, client_secret_hash = NULL, provisioned_at = NULL, "
-                "provisioned_from = NULL, signed_in_user = NULL, updated_at = ? "
-                "WHERE mac = ? AND tenant_id = ?",
-                (DeviceState.AWAITING_ACTIVATION, now, before.mac, tenant_id),
+            await db.set_state(
+                tx,
+                before.mac,
+                DeviceEvent.RESET,
+                tenant_id=tenant_id,
+                also=dict.fromkeys(
+                    ("client_secret_hash", "provisioned_at", "provisioned_from", "signed_in_user")
+                ),
             )
-            await tx.execute("DELETE FROM codes WHERE mac = ?", (before.mac,))
+            await delete_code(tx, before.mac)
             await revoke_device_tokens(tx, before.mac)  # its sign-in ends with its credential
-            await tx.mark_changed([before.mac])
             await tx.audit(
                 who.actor,
                 tenant_id,
@@ -734,11 +528,7 @@ class Registry:
         token_id = secrets.token_hex(6)
         now = self.now()
         async with self._transaction(now) as tx:
-            await tx.execute(
-                "INSERT INTO api_tokens (id, digest, role, tenant_id, name, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (token_id, token_digest(token), role, tenant_id, name, now),
-            )
+            await db.insert_token(tx, token_id, token_digest(token), role, tenant_id, name)
             await tx.audit(
                 actor,
                 tenant_id,
@@ -752,11 +542,7 @@ class Registry:
     async def revoke_token(self, actor: str, token_id: str) -> None:
         now = self.now()
         async with self._transaction(now) as tx:
-            cur = await tx.execute(
-                "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (now, token_id),
-            )
-            if cur.rowcount == 0:
+            if not await db.revoke_token(tx, token_id):
                 raise NotFound(f"no active token with id {token_id!r}")
             await tx.audit(actor, None, "token.revoke", token_id, None, None)
 
@@ -776,20 +562,6 @@ class Registry:
         return await self.store.list_audit(tenant_id, limit, before_id)
 
 
-@dataclass(frozen=True, slots=True)
-class Redemption:
-    """The outcome of a technician's code entry; `error` is None on success."""
-
-    error: str | None
-    message: str
-    mac: str
-    attempts_left: int | None = None
-    tenant: Tenant | None = None
-    device_id: str | None = None
-    client_secret: str | None = None
-    warning: str | None = None
-
-
 def new_device_id() -> str:
     return "dev_" + secrets.token_hex(12)
 
@@ -801,4 +573,15 @@ def _mac_or_notfound(mac: str) -> str:
         raise Invalid(str(e), [{"field": "mac", "value": mac, "message": str(e)}]) from e
 
 
-__all__ = ["Registry", "Principal", "ImportRow", "IssuedCode", "ExportRow", "Tx", "iso"]
+__all__ = [
+    "Registry",
+    "Principal",
+    "ImportRow",
+    "IssuedCode",
+    "ExportRow",
+    "Redemption",
+    "Tx",
+    "iso",
+    "parse_iso",
+    "token_digest",
+]

@@ -1,4 +1,8 @@
-"""SQLite store: every SQL statement of Imprint lives in this module.
+"""SQLite store: connections, transactions, migrations, and the reads not yet moved out.
+
+A capability's own statements live in its store module (server/registry/store.py,
+server/provisioning/store.py, server/oauth/store.py, server/admin/store.py); its writes take
+the `Tx` of one `transaction(now)`.
 
 WAL, busy_timeout, foreign keys on, numbered migrations applied at start. Writes go through one
 writer connection, one `BEGIN IMMEDIATE` transaction each, serialised by an asyncio lock; reads
@@ -42,17 +46,6 @@ def _device(row: Sequence[Any]) -> Device:
         code_expires_at=row[7],
         signed_in_user=row[8],
     )
-
-
-@dataclass(frozen=True, slots=True)
-class CodeRow:
-    mac: str
-    digest: bytes
-    sealed: bytes
-    created_at: str
-    expires_at: str
-    used_at: str | None
-    failed_attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,15 +296,9 @@ class SqliteStore:
         )
         return int(count_row[0]), [_device(r) for r in rows]
 
-    async def export_rows(
-        self, tenant_id: str, state: str | None
-    ) -> list[tuple[str, str, str, bytes | None, str | None, str | None, int | None]]:
-        """(mac, location, state, sealed, expires_at, used_at, failed_attempts) for the export."""
-        sql = (
-            "SELECT d.mac, d.location, d.state, c.sealed, c.expires_at, c.used_at, "
-            "c.failed_attempts FROM devices d LEFT JOIN codes c ON c.mac = d.mac "
-            "WHERE d.tenant_id = ?"
-        )
+    async def export_rows(self, tenant_id: str, state: str | None) -> list[tuple[str, str, str]]:
+        """(mac, location, state) for the export (its codes come from the provisioning service)."""
+        sql = "SELECT d.mac, d.location, d.state FROM devices d WHERE d.tenant_id = ?"
         params: list[Any] = [tenant_id]
         if state:
             sql += " AND d.state = ?"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,7 +19,6 @@ from server.admin.auth import AdminAuth, AdminSession
 from server.admin.store import AdminStore
 from server.admin.ui.state import UI, Flash
 from server.oauth.service import OAuthService
-from server.provisioning.codes import format_code
 from server.registry.model import Device, DeviceState, Tenant
 from server.registry.service import Principal, Registry
 from server.web.keys import SERVICES, NotReady
@@ -177,18 +175,8 @@ async def current_codes(
     waiting = [d.mac for d in devices if d.state == DeviceState.AWAITING_ACTIVATION]
     if not waiting:
         return {}
-    registry = registry_of(request)
-    rows = await admin_store(request).codes_of(tenant_id, waiting)
-    now = registry.now()
-
-    def unseal() -> dict[str, tuple[str, str]]:
-        return {
-            r.mac: (format_code(registry.vault.unseal(r.mac, r.sealed)), r.expires_at)
-            for r in rows
-            if registry.code_is_current(r.expires_at, r.used_at, r.failed_attempts, now)
-        }
-
-    return await asyncio.to_thread(unseal)
+    codes = await registry_of(request).provisioning.current_codes(tenant_id, waiting)
+    return {mac: (c.code, c.expires_at) for mac, c in codes.items()}
 
 
 async def provision_form(

@@ -15,6 +15,7 @@ from joserfc import jwt
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import ECKey
 
+from server.oauth.model import GrantStatus
 from server.oauth.service import (
     CodeKeys,
     OAuthError,
@@ -42,7 +43,7 @@ def grant(
         tenant_id="contoso",
         client_id="dev_1",
         scope="",
-        status=status,
+        status=GrantStatus(status),
         username="u" if status in ("approved", "issued") else None,
         created_at=iso(T0),
         expires_at=iso(T0 + timedelta(seconds=ttl_s)),
