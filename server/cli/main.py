@@ -21,7 +21,7 @@ from typing import Any
 from server import __version__
 from server.admin.auth import AdminAuth
 from server.admin.store import AdminStore
-from server.config import ConfigError, Settings, load_settings
+from server.config import FINGERPRINT_STAND_IN, ConfigError, Settings, load_settings
 from server.core.logs import setup_logging
 from server.oauth.service import UserAccounts
 from server.oauth.store import OAuthStore
@@ -458,14 +458,36 @@ async def cmd_users_reset_password(s: Settings, a: argparse.Namespace) -> int:
 
 
 async def cmd_check_config(s: Settings, a: argparse.Namespace) -> int:
-    from server.app import public_url
+    from server.app import dhcp_server_ip, endpoint_for, public_url
 
+    url = public_url(s)
+    report: list[str] = []
+    if s.dhcp.enabled:
+        # The very build `imprint serve` runs: the settings' subnets and profiles, the table.
+        try:
+            server_ip: str | None = dhcp_server_ip(s)
+        except ConfigError as e:
+            server_ip = None
+            report.append(f"note: {e} (here; `imprint serve` reads it again when it starts)")
+        fingerprint = FINGERPRINT_STAND_IN if s.tls.enabled else ""
+        config, table = s.dhcp.build(endpoint_for(url, fingerprint), server_ip)
+        for sub in config.subnets:
+            report.append(
+                f"DHCP subnet {sub.network}: pool {sub.pool_first}-{sub.pool_last}, "
+                f"router {sub.router or 'none'}, "
+                f"dns {', '.join(str(d) for d in sub.dns) or 'none'}, lease {sub.lease_time} s"
+            )
+        names = ", ".join(e.profile.name for e in table.entries) or "none"
+        report.append(f"DHCP profiles (tried in order): {names}")
+        report += [f"warning: {w}" for w in table.warnings]
     print(
         f"configuration OK: store {s.store.path}, HTTP {s.http.host}:{s.http.port} "
-        f"({'TLS' if s.tls.enabled else 'plain HTTP'}), public URL {public_url(s)}, "
+        f"({'TLS' if s.tls.enabled else 'plain HTTP'}), public URL {url}, "
         f"DHCP {'on (' + s.dhcp.mode + ')' if s.dhcp.enabled else 'off'}, "
         f"mDNS {'on' if s.mdns.enabled else 'off'}"
     )
+    for line in report:
+        print(line)
     return 0
 
 
