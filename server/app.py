@@ -478,7 +478,7 @@ async def serve(
         await runner.cleanup()
 
 
-# -- operations: HTTP metrics, build info, the full-mode probe (SIGHUP: server/reload.py) ----------------
+# -- operations: HTTP metrics, build info, the full-mode probe (SIGHUP: server/reload.py) ----
 
 DHCP_PROBE = web.AppKey("dhcp_probe", bool)  # False: `imprint serve --no-dhcp-probe`
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
