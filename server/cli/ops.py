@@ -30,6 +30,10 @@ async def cmd_check_config(s: Settings, a: argparse.Namespace) -> int:
         try:
             server_ip: str | None = dhcp_server_ip(s)
         except ConfigError as e:
+            if s.dhcp.interface is None:
+                raise  # neither server_ip nor an interface: serve refuses this on any host
+            # The interface's address is this host's state, not the file's: serve reads it
+            # again when it starts (on the host it runs on).
             server_ip = None
             report.append(f"note: {e} (here; `imprint serve` reads it again when it starts)")
         fingerprint = FINGERPRINT_STAND_IN if s.tls.enabled else ""

@@ -125,6 +125,8 @@ options = [{options}]
     )
 
 
+NO_SERVER_IP = "# (no server_ip)\n"  # config_text leaves [dhcp] server_ip out
+
 # (case id, extra TOML after the [dhcp] table, text the message must contain)
 BAD: list[tuple[str, str, str]] = [
     ("pool-outside-subnet", subnet(pool='"198.18.78.10-198.18.78.20"'), "dhcp.subnets.0.pool"),
@@ -163,6 +165,8 @@ BAD: list[tuple[str, str, str]] = [
         "given twice",
     ),
     ("profile-duplicate-name", SUBNET + PROFILE + PROFILE, "dhcp.profiles[acme]"),
+    # Neither [dhcp] server_ip nor an interface to take it from: refused on any host.
+    ("no-server-address", NO_SERVER_IP + SUBNET, "dhcp.server_ip: not set"),
     # Render-time: the public URL's host is a name, which an ipv4-list option cannot carry.
     (
         "profile-cannot-render",
@@ -174,6 +178,7 @@ BAD: list[tuple[str, str, str]] = [
 
 def config_text(tmp_path: Path, extra: str) -> str:
     http_port = free_port(socket.SOCK_STREAM)
+    server_ip = "" if NO_SERVER_IP in extra else 'server_ip = "198.18.77.1"'
     return f"""
 [store]
 path = "{tmp_path / "state" / "imprint.db"}"
@@ -191,7 +196,7 @@ enabled = true
 mode = "full"
 host = "127.0.0.1"
 port = {free_port(socket.SOCK_DGRAM)}
-server_ip = "198.18.77.1"
+{server_ip}
 probe_other_servers = false
 {extra}
 """
