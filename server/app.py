@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import ipaddress
 import logging
@@ -14,7 +13,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,16 +24,13 @@ from server import __version__
 from server.admin import ui as admin_web
 from server.api import http as api
 from server.api import users as api_users
-from server.config import ConfigError, Settings, load_settings
-from server.core.logs import setup_logging
+from server.config import ConfigError, Settings
 from server.core.metrics import Registry as MetricsRegistry
 from server.core.ratelimit import FailureLimiter, TokenBuckets
 from server.core.tls import CertInfo, ensure_self_signed, load_configured
-from server.dhcp.pool import subnet_from_mapping
 from server.dhcp.probe import probe_segment
-from server.dhcp.profiles import ProfileTable, VendorProfile, profile_from_mapping
-from server.dhcp.responder import Mode, ResponderContext
-from server.dhcp.service import DhcpConfig, DhcpService
+from server.dhcp.responder import Mode
+from server.dhcp.service import DhcpService
 from server.dhcp.transport import start_dhcp
 from server.mdns.neighbours import (
     KernelNeighbours,
@@ -53,6 +49,7 @@ from server.provisioning.codes import CodeVault, load_or_create_key
 from server.registry.discovered import DiscoveredDevices
 from server.registry.model import ProvisioningEndpoint
 from server.registry.service import Registry
+from server.reload import install_sighup
 from server.store.sqlite import SqliteStore
 from server.web.errors import json_errors
 from server.web.keys import SERVICES, Services
@@ -238,7 +235,14 @@ async def _poll(registry: Registry, interval: float, svc: Services) -> None:
 
 def provisioning_endpoint(services: Services) -> ProvisioningEndpoint:
     """What DHCP options and mDNS records advertise: public URL, provisioning path, fingerprint."""
-    url = urlsplit(services.public_url)
+    return endpoint_for(
+        services.public_url, services.cert.fingerprint_sha256 if services.cert else ""
+    )
+
+
+def endpoint_for(public: str, fingerprint: str) -> ProvisioningEndpoint:
+    """The provisioning endpoint under the public URL `public` (pure)."""
+    url = urlsplit(public)
     scheme = url.scheme or "https"
     port = url.port or (443 if scheme == "https" else 80)
     return ProvisioningEndpoint(
@@ -246,8 +250,13 @@ def provisioning_endpoint(services: Services) -> ProvisioningEndpoint:
         host=url.hostname or "imprint",
         port=port,
         path=url.path.rstrip("/") + PROVISION_PATH,
-        fingerprint_sha256=services.cert.fingerprint_sha256 if services.cert else "",
+        fingerprint_sha256=fingerprint,
     )
+
+
+def dhcp_server_ip(settings: Settings) -> str:
+    """[dhcp] server_ip, or the IPv4 address of [dhcp] interface; ConfigError if neither."""
+    return settings.dhcp.server_ip or _interface_ipv4(settings.dhcp.interface, "dhcp")
 
 
 async def _run_dhcp(app: web.Application) -> AsyncIterator[None]:
@@ -257,19 +266,11 @@ async def _run_dhcp(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     registry = svc.registry
-    server_ip = s.server_ip or _interface_ipv4(s.interface, "dhcp")
-    mode = Mode(s.mode)
+    server_ip = dhcp_server_ip(svc.settings)
+    # The subnets and profiles were built when the settings loaded; check-config builds the same.
+    config, table = s.build(provisioning_endpoint(svc), server_ip)
+    mode = config.mode
     await _probe_before_full_mode(app)  # full mode: refuse beside another DHCP server
-    config = DhcpConfig(
-        mode=mode,
-        server_ip=server_ip,
-        endpoint=provisioning_endpoint(svc),
-        profiles=tuple(profile_from_mapping(p) for p in s.profiles),
-        subnets=tuple(subnet_from_mapping(x.model_dump()) for x in s.subnets),
-        client_port=s.client_port,
-        server_port=s.server_port,
-        builtin_profiles=s.builtin_profiles,
-    )
     service = DhcpService(
         config,
         registry.index,
@@ -278,6 +279,7 @@ async def _run_dhcp(app: web.Application) -> AsyncIterator[None]:
         lease_store=registry.store if mode is Mode.FULL else None,
         sightings=svc.sightings,
         lease_db=registry.store.path if mode is Mode.FULL else None,
+        profiles=table,
     )
     server = await start_dhcp(
         service, s.host, s.port, s.interface, queue_size=s.queue_size, workers=s.workers
@@ -427,7 +429,7 @@ async def serve(
 ) -> None:
     """Run until SIGINT/SIGTERM; in-flight requests finish, then services stop in order.
 
-    SIGHUP reloads the config file (see `reload_config`); `dhcp_probe=False` skips full
+    SIGHUP reloads the config file (see server/reload.py); `dhcp_probe=False` skips full
     mode's check for another DHCP server."""
     cert = resolve_certificate(settings)
     if cert is None:
@@ -445,7 +447,7 @@ async def serve(
         )
     app = build_app(settings, cert=cert)
     app[DHCP_PROBE] = dhcp_probe
-    _install_sighup(app)
+    install_sighup(app)
     # shutdown_timeout: how long in-flight requests may run on after SIGTERM.
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=10)
     try:
@@ -459,6 +461,8 @@ async def serve(
         await site.start()
     except (ConfigError, ValueError, OSError) as e:
         await runner.cleanup()
+        if isinstance(e, ConfigError):
+            raise  # already names the key to fix, as check-config does
         if isinstance(e, OSError) and e.errno == errno.EACCES:
             raise ConfigError(
                 f"{e}: ports below 1024 need root or CAP_NET_BIND_SERVICE (see the README)"
@@ -479,24 +483,10 @@ async def serve(
         await runner.cleanup()
 
 
-# -- operations: HTTP metrics, build info, the full-mode probe, SIGHUP reload -------------------
+# -- operations: HTTP metrics, build info, the full-mode probe (SIGHUP: server/reload.py) ----
 
 DHCP_PROBE = web.AppKey("dhcp_probe", bool)  # False: `imprint serve --no-dhcp-probe`
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# Keys SIGHUP applies to the running server; any other change is reported as needing a restart.
-RELOADABLE = frozenset(
-    {
-        "dhcp.profiles",
-        "dhcp.builtin_profiles",
-        "log.level",
-        "log.format",
-        "codes.ttl_hours",
-        "codes.max_attempts",
-        "provision.rate_per_source",
-        "provision.burst_per_source",
-        "provision.require_dhcp_match",
-    }
-)
 
 
 def _setup_ops(app: web.Application) -> None:
@@ -542,134 +532,3 @@ async def _probe_before_full_mode(app: web.Application) -> None:
     if not s.probe_other_servers:
         return
     await probe_segment(s.interface, s.host)
-
-
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
-def changed_keys(old: Settings, new: Settings) -> list[str]:
-    """Dotted names of the settings that differ (a list-valued key counts as one)."""
-    a, b = _flatten(old.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-
-
-async def reload_config(app: web.Application) -> list[str]:
-    """Re-read the config file and apply what can change live; returns the keys applied.
-
-    An invalid file changes nothing (the running configuration stays, the error is logged).
-    """
-    svc = app[SERVICES]
-    old = svc.settings
-    source = str(old.config_file) if old.config_file else "the environment"
-    try:
-        new = await asyncio.to_thread(load_settings, old.config_file)
-    except ConfigError as e:
-        log.error("SIGHUP: configuration not reloaded, the running one stays: %s", e)
-        return []
-    changed = changed_keys(old, new)
-    live = [k for k in changed if k in RELOADABLE]
-    restart = [k for k in changed if k not in RELOADABLE and k != "config_file"]
-    dhcp_service = svc.extra.get("dhcp")
-    table: ProfileTable | None = None
-    site_profiles: tuple[VendorProfile, ...] = ()
-    if isinstance(dhcp_service, DhcpService) and {"dhcp.profiles", "dhcp.builtin_profiles"} & set(
-        live
-    ):
-        try:  # built before anything changes: a profile that cannot render changes nothing
-            site_profiles = tuple(profile_from_mapping(p) for p in new.dhcp.profiles)
-            table = ProfileTable(
-                site_profiles,
-                dhcp_service.config.endpoint,
-                dhcp_service.config.server_ip,
-                builtins=new.dhcp.builtin_profiles,
-            )
-        except ValueError as e:
-            log.error("SIGHUP: configuration not reloaded, the running one stays: %s", e)
-            return []
-    if "log.level" in live or "log.format" in live:
-        setup_logging(new.log.level, new.log.format)
-    if isinstance(dhcp_service, DhcpService) and table is not None:
-        # One assignment each, between datagrams (the packet path runs on this loop).
-        dhcp_service.config = dataclasses.replace(
-            dhcp_service.config,
-            profiles=site_profiles,
-            builtin_profiles=new.dhcp.builtin_profiles,
-        )
-        dhcp_service.profiles = table
-        dhcp_service.ctx = _with_profiles(dhcp_service.ctx, table)
-        for warning in table.warnings:
-            log.warning("%s", warning)
-    if svc._registry is not None:
-        svc._registry.code_ttl = timedelta(hours=new.codes.ttl_hours)
-        svc._registry.max_attempts = new.codes.max_attempts
-    svc.provision_limiter.rate = new.provision.rate_per_source
-    svc.provision_limiter.burst = new.provision.burst_per_source
-    svc.settings = old.model_copy(
-        update={
-            "log": new.log,
-            "provision": new.provision,
-            "codes": old.codes.model_copy(
-                update={"ttl_hours": new.codes.ttl_hours, "max_attempts": new.codes.max_attempts}
-            ),
-            "dhcp": old.dhcp.model_copy(
-                update={
-                    "profiles": new.dhcp.profiles,
-                    "builtin_profiles": new.dhcp.builtin_profiles,
-                }
-            ),
-        }
-    )
-    log.info(
-        "SIGHUP: reloaded %s: %s",
-        source,
-        f"applied {', '.join(live)}" if live else "nothing to apply",
-        extra={"applied": live, "restart_needed": restart},
-    )
-    if restart:
-        log.warning(
-            "SIGHUP: changed in %s but only applied after a restart: %s",
-            source,
-            ", ".join(restart),
-            extra={"restart_needed": restart},
-        )
-    return live
-
-
-def _with_profiles(ctx: ResponderContext, table: ProfileTable) -> ResponderContext:
-    """`ctx` with new profiles, and fresh values for fields made by a default factory: those
-    are memos of what the old profiles rendered (e.g. the reply-options cache)."""
-    fresh = {
-        f.name: f.default_factory()
-        for f in dataclasses.fields(ctx)
-        if f.init and f.default_factory is not dataclasses.MISSING
-    }
-    return dataclasses.replace(ctx, profiles=table, **fresh)
-
-
-def _install_sighup(app: web.Application) -> None:
-    """SIGHUP reloads the config (one reload at a time; a second SIGHUP waits its turn)."""
-    loop = asyncio.get_running_loop()
-    lock = asyncio.Lock()
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def run() -> None:
-        async with lock:
-            try:
-                await reload_config(app)
-            except Exception:
-                log.exception("SIGHUP: reload failed; the running configuration stays")
-
-    def on_hup() -> None:
-        task = loop.create_task(run(), name="sighup-reload")
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, on_hup)

@@ -10,10 +10,28 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+# Pure builders of the DHCP domain objects (no I/O): the settings validators call them.
+from server.dhcp.pool import Subnet, check_server_address, subnet_table, subnets_from_tables
+from server.dhcp.profiles import ProfileTable, VendorProfile, profile_table, profiles_from_tables
+from server.registry.model import ProvisioningEndpoint
+
+if TYPE_CHECKING:
+    from server.dhcp.service import DhcpConfig
 
 
 class ConfigError(Exception):
@@ -60,42 +78,32 @@ class TlsSettings(_Section):
         return self
 
 
-class DhcpSubnet(_Section):
-    subnet: str
-    pool: str | None = None
-    router: str | None = None
-    dns: list[str] = Field(default_factory=list)
-    lease_time: int = Field(default=3600, ge=60, le=7 * 86400)
+def _subnets(value: Any) -> tuple[Subnet, ...]:
+    return subnets_from_tables(value)
 
-    @field_validator("subnet")
-    @classmethod
-    def _subnet(cls, v: str) -> str:
-        try:
-            return str(ipaddress.IPv4Network(v, strict=True))
-        except ValueError as e:
-            raise ValueError(f"{v!r} is not an IPv4 network like 198.18.77.0/24 ({e})") from e
 
-    @model_validator(mode="after")
-    def _inside(self) -> DhcpSubnet:
-        net = ipaddress.IPv4Network(self.subnet)
-        addrs = [self.router] if self.router else []
-        addrs += list(self.dns)
-        if self.pool:
-            first, sep, last = self.pool.partition("-")
-            if not sep:
-                raise ValueError(f"pool {self.pool!r} must be 'first-last'")
-            try:
-                a, b = ipaddress.IPv4Address(first.strip()), ipaddress.IPv4Address(last.strip())
-            except ValueError as e:
-                raise ValueError(f"pool {self.pool!r}: {e}") from e
-            if a > b or a not in net or b not in net:
-                raise ValueError(f"pool {self.pool!r} must be an ascending range inside {net}")
-        for addr in addrs:
-            try:
-                ipaddress.IPv4Address(addr)
-            except ValueError as e:
-                raise ValueError(f"{addr!r} is not an IPv4 address") from e
-        return self
+def _profiles(value: Any) -> tuple[VendorProfile, ...]:
+    return profiles_from_tables(value)
+
+
+# The settings hold the domain objects themselves, built by the one set of rules in
+# server/dhcp/pool.py and server/dhcp/profiles.py; they dump back to their TOML tables (which is
+# what a SIGHUP compares).
+SubnetTables = Annotated[
+    tuple[Subnet, ...],
+    PlainValidator(_subnets),
+    PlainSerializer(lambda v: [subnet_table(x) for x in v], return_type=list[dict[str, Any]]),
+    WithJsonSchema({"type": "array", "items": {"type": "object"}}),
+]
+ProfileTables = Annotated[
+    tuple[VendorProfile, ...],
+    PlainValidator(_profiles),
+    PlainSerializer(lambda v: [profile_table(x) for x in v], return_type=list[dict[str, Any]]),
+    WithJsonSchema({"type": "array", "items": {"type": "object"}}),
+]
+# Renders {fingerprint} where the certificate is not known yet (check-config): any 64 hex
+# digits render, or fail to, exactly as the real SHA-256 does.
+FINGERPRINT_STAND_IN = "0" * 64
 
 
 class DhcpSettings(_Section):
@@ -117,27 +125,61 @@ class DhcpSettings(_Section):
         default=True,
         description="full mode: refuse to start if another DHCP server answers on the interface",
     )
-    subnets: list[DhcpSubnet] = Field(default_factory=list)
-    profiles: list[dict[str, Any]] = Field(default_factory=list)
+    subnets: SubnetTables = ()
+    profiles: ProfileTables = ()
 
-    @field_validator("profiles")
+    @field_validator("server_ip")
     @classmethod
-    def _profiles(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from server.dhcp.profiles import profile_from_mapping  # pure: option encodings as data
-
-        for p in v:
-            profile_from_mapping(p)  # raises ValueError naming the profile, key and fix
-        return v
+    def _server_ip(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            return str(ipaddress.IPv4Address(v))
+        except ValueError:
+            raise ValueError(
+                f"{v!r} is not an IPv4 address; give this server's address on the site VLAN "
+                "(or leave it out to take the interface's)"
+            ) from None
 
     @model_validator(mode="after")
     def _full_needs_subnets(self) -> DhcpSettings:
         if self.enabled and self.mode == "full" and not self.subnets:
             raise ValueError("mode = 'full' needs at least one [[dhcp.subnets]] table with a pool")
-        if self.mode == "full":
-            for s in self.subnets:
-                if not s.pool:
-                    raise ValueError(f"subnet {s.subnet}: full mode needs pool = 'first-last'")
         return self
+
+    def build(
+        self, endpoint: ProvisioningEndpoint, server_ip: str | None
+    ) -> tuple[DhcpConfig, ProfileTable]:
+        """What the DHCP service runs with: these very subnets and profiles, and the profile
+        table rendered for `endpoint`; ConfigError names the key to fix.
+
+        `imprint serve` and `imprint check-config` both call this, so they refuse the same
+        configs. `server_ip` None means not known here (taken from the interface at start):
+        profiles render with a stand-in address (any IPv4 address renders alike) and the check
+        that no pool holds the server's own address waits for `serve`.
+        """
+        from server.dhcp.responder import Mode
+        from server.dhcp.service import DhcpConfig
+
+        config = DhcpConfig(
+            mode=Mode(self.mode),
+            server_ip=server_ip or "0.0.0.0",
+            endpoint=endpoint,
+            profiles=self.profiles,
+            subnets=self.subnets,
+            client_port=self.client_port,
+            server_port=self.server_port,
+            builtin_profiles=self.builtin_profiles,
+        )
+        try:
+            if server_ip is not None and config.mode is Mode.FULL:
+                check_server_address(self.subnets, server_ip)
+            table = ProfileTable(
+                self.profiles, endpoint, config.server_ip, builtins=self.builtin_profiles
+            )
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return config, table
 
 
 class MdnsSettings(_Section):
@@ -257,10 +299,16 @@ class Settings(BaseSettings):
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) or True)
+        loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see configs/lab.toml for every key)"
+        if e["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+            if msg.startswith(loc):
+                # The domain builders name the exact key (e.g. dhcp.subnets.0.pool) themselves.
+                lines.append(f"  {msg}")
+                continue
         value = e.get("input")
         shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
         lines.append(f"  {loc}: {msg}{shown}")

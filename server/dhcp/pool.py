@@ -111,23 +111,37 @@ class Subnet:
         return self.pool_lo <= ip <= self.pool_hi
 
 
+SUBNET_KEYS = ("subnet", "pool", "router", "dns", "lease_time")
+MAX_LEASE_TIME = 7 * 86400  # a week: long enough for any site, short enough to recover addresses
+
+
 def subnet_from_mapping(d: Mapping[str, Any], where: str = "dhcp.subnets") -> Subnet:
-    """Build a Subnet from a `[[dhcp.subnets]]` table (subnet, pool, router, dns, lease_time)."""
-    allowed = ("subnet", "pool", "router", "dns", "lease_time")
-    unknown = sorted(str(k) for k in d if k not in allowed)
+    """Build a Subnet from one `[[dhcp.subnets]]` table (subnet, pool, router, dns, lease_time).
+
+    The only rules a subnet is checked by: the settings call this for each table, so
+    `imprint check-config` refuses exactly what `imprint serve` would. `where` names the table
+    in messages (e.g. "dhcp.subnets.0"); a ValueError starts with the key to fix.
+    """
+    if not isinstance(d, Mapping):
+        raise ValueError(
+            f"{where}: each subnet must be a table with subnet, pool, router, dns, lease_time"
+        )
+    unknown = sorted(str(k) for k in d if k not in SUBNET_KEYS)
     if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}")
+        raise ValueError(
+            f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(SUBNET_KEYS)}"
+        )
     try:
         net = ipaddress.IPv4Network(str(d.get("subnet", "")), strict=True)
     except ValueError as e:
         raise ValueError(
             f"{where}.subnet: {d.get('subnet')!r} is not an IPv4 network like 198.18.77.0/24 ({e})"
         ) from None
-    where = f"{where}[{net}]"
     pool = d.get("pool")
     if not isinstance(pool, str) or "-" not in pool:
         raise ValueError(
             f"{where}.pool: give the range as 'first-last', e.g. '198.18.77.100-198.18.77.200'"
+            f"{f' (got {pool!r})' if pool is not None else ''}"
         )
     first_s, _, last_s = pool.partition("-")
     try:
@@ -151,7 +165,7 @@ def subnet_from_mapping(d: Mapping[str, Any], where: str = "dhcp.subnets") -> Su
         if router not in net:
             raise ValueError(f"{where}.router: {router} is not inside {net}")
         if first <= router <= last:
-            raise ValueError(f"{where}.router: {router} is inside the pool; shrink the pool")
+            raise ValueError(f"{where}.router: {router} is inside the pool {pool}; shrink the pool")
     dns_raw = d.get("dns", [])
     if isinstance(dns_raw, str) or not isinstance(dns_raw, Sequence):
         raise ValueError(f'{where}.dns: give a list of IPv4 addresses, e.g. ["198.18.77.1"]')
@@ -161,17 +175,61 @@ def subnet_from_mapping(d: Mapping[str, Any], where: str = "dhcp.subnets") -> Su
         raise ValueError(f"{where}.dns: {e}") from None
     for a in dns:
         if first <= a <= last:
-            raise ValueError(f"{where}.dns: {a} is inside the pool; shrink the pool")
+            raise ValueError(f"{where}.dns: {a} is inside the pool {pool}; shrink the pool")
     lease_time = d.get("lease_time", 3600)
     if (
         isinstance(lease_time, bool)
         or not isinstance(lease_time, int)
-        or not 60 <= lease_time <= 0xFFFFFFFE
+        or not 60 <= lease_time <= MAX_LEASE_TIME
     ):
-        raise ValueError(f"{where}.lease_time: {lease_time!r} must be whole seconds, at least 60")
+        raise ValueError(
+            f"{where}.lease_time: {lease_time!r} must be whole seconds from 60 to {MAX_LEASE_TIME}"
+        )
     return Subnet(
         network=net, pool_first=first, pool_last=last, router=router, dns=dns, lease_time=lease_time
     )
+
+
+def subnets_from_tables(tables: object, where: str = "dhcp.subnets") -> tuple[Subnet, ...]:
+    """Every `[[dhcp.subnets]]` table built and checked together: no two may overlap (a client's
+    subnet is found by address, so an overlap would make the choice depend on file order)."""
+    if isinstance(tables, str | bytes) or not isinstance(tables, Sequence):
+        raise ValueError(f"{where}: give a list of [[dhcp.subnets]] tables")
+    out: list[Subnet] = []
+    for i, table in enumerate(tables):
+        s = table if isinstance(table, Subnet) else subnet_from_mapping(table, f"{where}.{i}")
+        for j, other in enumerate(out):
+            if s.network.overlaps(other.network):
+                same = "is given twice" if s.network == other.network else "overlaps"
+                raise ValueError(
+                    f"{where}.{i}.subnet: {s.network} {same} ({where}.{j} is {other.network}); "
+                    "give each network once"
+                )
+        out.append(s)
+    return tuple(out)
+
+
+def subnet_table(s: Subnet) -> dict[str, Any]:
+    """A Subnet as its `[[dhcp.subnets]]` table: subnet_from_mapping(subnet_table(s)) == s."""
+    table: dict[str, Any] = {"subnet": str(s.network), "pool": f"{s.pool_first}-{s.pool_last}"}
+    if s.router is not None:
+        table["router"] = str(s.router)
+    table["dns"] = [str(a) for a in s.dns]
+    table["lease_time"] = s.lease_time
+    return table
+
+
+def check_server_address(
+    subnets: Sequence[Subnet], server_ip: str, where: str = "dhcp.subnets"
+) -> None:
+    """ValueError when a pool holds this server's own address (full mode would lease it out)."""
+    me = ipaddress.IPv4Address(server_ip)
+    for i, s in enumerate(subnets):
+        if s.pool_first <= me <= s.pool_last:
+            raise ValueError(
+                f"{where}.{i}.pool: {s.pool_first}-{s.pool_last} contains this server's own "
+                f"address {me} (dhcp.server_ip); shrink the pool"
+            )
 
 
 class PoolOutcome(StrEnum):

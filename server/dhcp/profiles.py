@@ -247,6 +247,39 @@ def profile_from_mapping(d: Mapping[str, Any]) -> VendorProfile:
     return VendorProfile(name=name, match_kind=kind, match=match, options=specs)
 
 
+def profiles_from_tables(tables: object) -> tuple[VendorProfile, ...]:
+    """Every `[[dhcp.profiles]]` table built, in order; names must be unique (log lines and
+    the admin UI tell profiles apart by name)."""
+    if isinstance(tables, str | bytes) or not isinstance(tables, Sequence):
+        raise ValueError("dhcp.profiles: give a list of [[dhcp.profiles]] tables")
+    out: list[VendorProfile] = []
+    for table in tables:
+        p = table if isinstance(table, VendorProfile) else profile_from_mapping(table)
+        if any(o.name == p.name for o in out):
+            raise ValueError(f"{_where(p.name)}: the name is used by two profiles; rename one")
+        out.append(p)
+    return tuple(out)
+
+
+def profile_table(p: VendorProfile) -> dict[str, Any]:
+    """A VendorProfile as its `[[dhcp.profiles]]` table: profile_from_mapping() builds it back."""
+    options: list[dict[str, Any]] = []
+    for o in p.options:
+        value: Any
+        if o.encoding is Encoding.SUB_OPTIONS:
+            value = {str(sub): tmpl for sub, tmpl in o.sub_options}
+        elif o.encoding in _LIST_ENCODINGS or len(o.values) > 1:
+            value = list(o.values)
+        else:
+            value = o.values[0]
+        options.append({"code": o.code, "encoding": o.encoding.value, "value": value})
+    table: dict[str, Any] = {"name": p.name, "match_kind": p.match_kind.value}
+    if p.match_kind is not MatchKind.ANY:
+        table["match"] = p.match
+    table["options"] = options
+    return table
+
+
 # --- rendering -----------------------------------------------------------------------------
 
 
@@ -431,8 +464,15 @@ class ProfileMatch:
     options: Mapping[int, bytes]
 
 
+ReplyOptionsKey = tuple[int, bool, bytes | None, bytes, str]
+
+
 class ProfileTable:
-    """Profiles rendered once for one endpoint and server address; `select` is the packet path."""
+    """Profiles rendered once for one endpoint and server address; `select` is the packet path.
+
+    `reply_options` is the responder's memo of what this table's profiles put in a reply (see
+    responder.respond): it lives and dies with the table, so a new table starts with none.
+    """
 
     def __init__(
         self,
@@ -443,7 +483,10 @@ class ProfileTable:
         builtins: bool = True,
     ) -> None:
         values = template_values(endpoint, server_ip)
+        self.site_profiles = tuple(site_profiles)
+        self.builtins = builtins
         self.warnings: list[str] = []
+        self.reply_options: dict[ReplyOptionsKey, tuple[dict[int, bytes], str]] = {}
         entries: list[ProfileMatch] = []
         # A site profile that cannot be rendered is our config's fault: refuse to start.
         for p in site_profiles:

@@ -7,7 +7,7 @@ go in and in what order, and where the reply is sent.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from server.core.mac import mac_from_bytes
@@ -127,10 +127,6 @@ class ResponderContext:
     client_port: int = 68  # lab knob: where client-bound replies go (68 on a real network)
     server_port: int = 67  # where replies to a relay go (RFC 2131 §4.1)
     max_size_cap: int = 1500  # upper bound on option 57 (one Ethernet MTU)
-    # Memo of _reply_options: a deterministic function of its key, so respond() stays pure.
-    reply_options: dict[
-        tuple[int, bool, bytes | None, bytes, str], tuple[dict[int, bytes], str]
-    ] = field(default_factory=dict, repr=False, compare=False)
 
 
 def order_options(
@@ -354,14 +350,16 @@ def respond(
     opts = request.options
     prl = opts.get(OPT_PARAM_REQUEST_LIST, b"")
     vendor_class = opts.get(OPT_VENDOR_CLASS)
-    # Everything below depends only on this key, so the ordered options are memoised.
+    # Everything below depends only on this key and the profile table, so the ordered options
+    # are memoised in the table (a deterministic function of the key: respond() stays pure).
     key = (reply_type, leased, vendor_class, prl, subnet.key if subnet is not None else "")
-    cached = ctx.reply_options.get(key)
+    memo = ctx.profiles.reply_options
+    cached = memo.get(key)
     if cached is None:
         cached = _reply_options(ctx, reply_type, vendor_class, prl, subnet, leased)
-        if len(ctx.reply_options) >= _REPLY_OPTIONS_MAX:
-            ctx.reply_options.clear()  # bounded: option 55 and 60 are the client's to choose
-        ctx.reply_options[key] = cached
+        if len(memo) >= _REPLY_OPTIONS_MAX:
+            memo.clear()  # bounded: option 55 and 60 are the client's to choose
+        memo[key] = cached
     ordered, profile = cached
     options = _echoed(request, dict(ordered))
     return _build(request, reply_type, options, yiaddr, ctx, src, reason, profile)

@@ -13,12 +13,11 @@ the group commit, which saves everything submitted during the previous save in o
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from server.core.mac import mac_from_bytes
@@ -38,7 +37,14 @@ from server.dhcp.codec import (
     ip_text,
 )
 from server.dhcp.leasedb import SqliteLeaseWriter
-from server.dhcp.pool import Lease, LeasePool, LeaseState, LeaseStore, Subnet
+from server.dhcp.pool import (
+    Lease,
+    LeasePool,
+    LeaseState,
+    LeaseStore,
+    Subnet,
+    check_server_address,
+)
 from server.dhcp.profiles import ProfileTable, VendorProfile
 from server.dhcp.responder import (
     Ignore,
@@ -215,9 +221,12 @@ class DhcpService:
         clock: Callable[[], float] = time.time,
         sightings: Sightings | None = None,
         lease_db: Path | None = None,
+        profiles: ProfileTable | None = None,
     ) -> None:
         """`lease_db`: the store's SQLite file; when given (full mode), lease batches are
-        written inline on the loop (leasedb.py) and `lease_store` is the fallback."""
+        written inline on the loop (leasedb.py) and `lease_store` is the fallback.
+        `profiles`: the table already rendered from `config` (the settings build it once);
+        without it the service renders one."""
         try:
             server_id = ip_bytes(config.server_ip)
         except ValueError:
@@ -231,7 +240,7 @@ class DhcpService:
         self._sightings = sightings
         self._log = logger or logging.getLogger("imprint.dhcp")
         self._clock = clock
-        self.profiles = ProfileTable(
+        self.profiles = profiles or ProfileTable(
             config.profiles, config.endpoint, config.server_ip, builtins=config.builtin_profiles
         )
         for warning in self.profiles.warnings:
@@ -253,13 +262,7 @@ class DhcpService:
                 raise ValueError("dhcp.subnets: mode 'full' needs at least one subnet with a pool")
             if lease_store is None:
                 raise ValueError("dhcp: mode 'full' needs a lease store to persist leases")
-            me = ipaddress.IPv4Address(config.server_ip)
-            for s in config.subnets:
-                if s.pool_first <= me <= s.pool_last:
-                    raise ValueError(
-                        f"dhcp.subnets[{s.network}].pool: contains this server's own address "
-                        f"{me}; shrink the pool"
-                    )
+            check_server_address(config.subnets, config.server_ip)
             self.pool = LeasePool(
                 config.subnets,
                 offer_hold=config.offer_hold,
@@ -306,6 +309,21 @@ class DhcpService:
             metrics.gauge(
                 "imprint_dhcp_leases", "Full-mode leases known, by state", ["state"]
             ).set_function(self._lease_counts)
+
+    # -- live changes (SIGHUP) --
+
+    def set_profiles(self, table: ProfileTable) -> None:
+        """Answer with `table` from the next datagram on (one assignment each, on the loop).
+
+        The reply-options memo belongs to the table, so nothing the old profiles rendered
+        survives the change."""
+        self.config = replace(
+            self.config, profiles=table.site_profiles, builtin_profiles=table.builtins
+        )
+        self.profiles = table
+        self.ctx = replace(self.ctx, profiles=table)
+        for warning in table.warnings:
+            self._log.warning("%s", warning)
 
     # -- lifecycle --
 

@@ -7,6 +7,14 @@ from pathlib import Path
 import pytest
 
 from server.config import ConfigError, load_settings
+from server.dhcp.pool import Subnet, subnets_from_tables
+from server.dhcp.profiles import (
+    VendorProfile,
+    builtin_profiles,
+    profile_from_mapping,
+    profile_table,
+    profiles_from_tables,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -77,3 +85,52 @@ def test_env_override_errors_name_the_key(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("IMPRINT_CODES__MAX_ATTEMPTS", "lots")
     with pytest.raises(ConfigError, match="codes.max_attempts"):
         load_settings(None)
+
+
+def test_the_settings_hold_the_built_subnets_and_profiles(tmp_path: Path) -> None:
+    s = load_settings(
+        write(
+            tmp_path,
+            "[[dhcp.subnets]]\nsubnet = '198.18.77.0/24'\npool = '198.18.77.10-198.18.77.20'\n"
+            "router = '198.18.77.1'\n"
+            "[[dhcp.profiles]]\nname = 'acme'\nmatch = 'Acme'\n"
+            "options = [{ code = 242, value = '{url}' }]\n",
+        )
+    )
+    (subnet,) = s.dhcp.subnets
+    assert isinstance(subnet, Subnet) and str(subnet.router) == "198.18.77.1"
+    assert subnet.lease_time == 3600  # the one default, from server/dhcp/pool.py
+    (profile,) = s.dhcp.profiles
+    assert isinstance(profile, VendorProfile) and profile.name == "acme"
+    # They dump back to their TOML tables, which build the same objects again.
+    dumped = s.dhcp.model_dump(mode="json")
+    assert subnets_from_tables(dumped["subnets"]) == s.dhcp.subnets
+    assert profiles_from_tables(dumped["profiles"]) == s.dhcp.profiles
+
+
+def test_every_builtin_profile_dumps_to_a_table_that_builds_it_again() -> None:
+    for p in builtin_profiles():
+        assert profile_from_mapping(profile_table(p)) == p
+
+
+def test_subnets_from_the_environment_are_built_by_the_same_rules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "IMPRINT_DHCP__SUBNETS",
+        '[{"subnet": "198.18.77.0/24", "pool": "198.18.77.10-198.18.77.20", "router": "198.18.77.15"}]',
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_settings(None)
+    assert "dhcp.subnets.0.router: 198.18.77.15 is inside the pool" in str(exc.value)
+    monkeypatch.setenv(
+        "IMPRINT_DHCP__SUBNETS",
+        '[{"subnet": "198.18.77.0/24", "pool": "198.18.77.10-198.18.77.20"}]',
+    )
+    (subnet,) = load_settings(None).dhcp.subnets
+    assert str(subnet.network) == "198.18.77.0/24"
+
+
+def test_server_ip_must_be_an_ipv4_address(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"dhcp.server_ip: 'eth0' is not an IPv4 address"):
+        load_settings(write(tmp_path, "[dhcp]\nserver_ip = 'eth0'\n"))

@@ -16,7 +16,10 @@ from server.dhcp.pool import (
     PoolOutcome,
     PoolReason,
     Subnet,
+    check_server_address,
     subnet_from_mapping,
+    subnet_table,
+    subnets_from_tables,
 )
 
 A = "02:00:5e:00:01:01"
@@ -328,3 +331,28 @@ def test_bad_subnet_config_says_what_to_fix(mapping: dict[str, Any], fragment: s
     with pytest.raises(ValueError) as exc:
         subnet_from_mapping(mapping)
     assert fragment in str(exc.value)
+
+
+def test_subnet_tables_are_checked_together() -> None:
+    a = {"subnet": "198.18.77.0/24", "pool": "198.18.77.10-198.18.77.20"}
+    b = {"subnet": "198.18.0.0/16", "pool": "198.18.1.10-198.18.1.20"}
+    c = {"subnet": "10.20.0.0/16", "pool": "10.20.5.1-10.20.5.9"}
+    built = subnets_from_tables([a, c])
+    assert [str(s.network) for s in built] == ["198.18.77.0/24", "10.20.0.0/16"]
+    with pytest.raises(ValueError, match=r"dhcp.subnets.1.subnet: 198.18.77.0/24 is given twice"):
+        subnets_from_tables([a, a])
+    with pytest.raises(ValueError, match=r"dhcp.subnets.2.subnet: 198.18.0.0/16 overlaps"):
+        subnets_from_tables([a, c, b])
+    with pytest.raises(ValueError, match=r"dhcp.subnets.1.pool"):
+        subnets_from_tables([a, {"subnet": "10.0.0.0/8"}])
+    # Each dumps to a table that builds it again.
+    assert subnets_from_tables([subnet_table(s) for s in built]) == built
+
+
+def test_the_server_address_must_stay_out_of_every_pool() -> None:
+    subnets = subnets_from_tables(
+        [{"subnet": "198.18.77.0/24", "pool": "198.18.77.10-198.18.77.20"}]
+    )
+    check_server_address(subnets, "198.18.77.1")
+    with pytest.raises(ValueError, match=r"dhcp.subnets.0.pool: .* own address 198.18.77.15"):
+        check_server_address(subnets, "198.18.77.15")

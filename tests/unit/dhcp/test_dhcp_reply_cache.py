@@ -49,9 +49,12 @@ def wire(result: object) -> tuple[bytes, tuple[int, ...]]:
 
 
 def fresh(c: ResponderContext) -> ResponderContext:
-    """The same context with an empty memo: what respond() computes from scratch."""
+    """The same context with an empty memo (a new table of the same profiles): what respond()
+    computes from scratch."""
+    table = ProfileTable(c.profiles.site_profiles, EP, SERVER, builtins=c.profiles.builtins)
+    assert not table.reply_options
     return ResponderContext(
-        mode=c.mode, server_id=c.server_id, profiles=c.profiles, client_port=c.client_port
+        mode=c.mode, server_id=c.server_id, profiles=table, client_port=c.client_port
     )
 
 
@@ -66,7 +69,7 @@ def test_a_remembered_answer_is_the_answer_computed_from_scratch() -> None:
         first = wire(respond(r, decision, c, src=SRC))
         again = wire(respond(r, decision, c, src=SRC))  # from the memo
         assert first == again == wire(respond(r, decision, fresh(c), src=SRC))
-    assert len(c.reply_options) == 3
+    assert len(c.profiles.reply_options) == 3
     # The client's own order of option 55 decides the reply's order, memo or not.
     a = wire(
         respond(req("discover", options=[("param_req_list", [225, 224])]), decision, c, src=SRC)
@@ -99,4 +102,4 @@ def test_the_memo_is_bounded() -> None:
         # A new option 55 each time, as a client varying it on purpose would send.
         prl = [1 + n % 200, 1 + n // 200]
         respond(req("discover", options=[("param_req_list", prl)]), decision, c, src=SRC)
-    assert 0 < len(c.reply_options) <= responder._REPLY_OPTIONS_MAX
+    assert 0 < len(c.profiles.reply_options) <= responder._REPLY_OPTIONS_MAX

@@ -1,0 +1,169 @@
+"""Running and operating the server: `imprint serve`, `check-config`, `discovered`, `db backup`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from server.cli.common import Cli, Commands, table
+from server.config import FINGERPRINT_STAND_IN, ConfigError, Settings
+from server.registry.service import iso
+
+
+async def cmd_serve(s: Settings, a: argparse.Namespace) -> int:
+    from server.app import serve
+
+    await serve(s, dhcp_probe=not getattr(a, "no_dhcp_probe", False))
+    return 0
+
+
+async def cmd_check_config(s: Settings, a: argparse.Namespace) -> int:
+    from server.app import dhcp_server_ip, endpoint_for, public_url
+
+    url = public_url(s)
+    report: list[str] = []
+    if s.dhcp.enabled:
+        # The very build `imprint serve` runs: the settings' subnets and profiles, the table.
+        try:
+            server_ip: str | None = dhcp_server_ip(s)
+        except ConfigError as e:
+            if s.dhcp.interface is None:
+                raise  # neither server_ip nor an interface: serve refuses this on any host
+            # The interface's address is this host's state, not the file's: serve reads it
+            # again when it starts (on the host it runs on).
+            server_ip = None
+            report.append(f"note: {e} (here; `imprint serve` reads it again when it starts)")
+        fingerprint = FINGERPRINT_STAND_IN if s.tls.enabled else ""
+        config, profiles = s.dhcp.build(endpoint_for(url, fingerprint), server_ip)
+        for sub in config.subnets:
+            report.append(
+                f"DHCP subnet {sub.network}: pool {sub.pool_first}-{sub.pool_last}, "
+                f"router {sub.router or 'none'}, "
+                f"dns {', '.join(str(d) for d in sub.dns) or 'none'}, lease {sub.lease_time} s"
+            )
+        names = ", ".join(e.profile.name for e in profiles.entries) or "none"
+        report.append(f"DHCP profiles (tried in order): {names}")
+        report += [f"warning: {w}" for w in profiles.warnings]
+    print(
+        f"configuration OK: store {s.store.path}, HTTP {s.http.host}:{s.http.port} "
+        f"({'TLS' if s.tls.enabled else 'plain HTTP'}), public URL {url}, "
+        f"DHCP {'on (' + s.dhcp.mode + ')' if s.dhcp.enabled else 'off'}, "
+        f"mDNS {'on' if s.mdns.enabled else 'off'}"
+    )
+    for line in report:
+        print(line)
+    return 0
+
+
+async def cmd_discovered(s: Settings, a: argparse.Namespace) -> int:
+    cli = Cli(s)
+    async with cli as reg:
+        rows = await reg.store.list_discovered(a.limit)
+
+    def when(t: float) -> str:
+        return iso(datetime.fromtimestamp(t, UTC))
+
+    if a.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "mac": r.mac,
+                        "vendor_class": r.vendor_class,
+                        "interface": r.interface,
+                        "source": r.source,
+                        "first_seen": when(r.first_seen),
+                        "last_seen": when(r.last_seen),
+                        "count": r.count,
+                    }
+                    for r in rows
+                ]
+            )
+        )
+        return 0
+    print(
+        table(
+            [
+                "MAC ID",
+                "VENDOR CLASS",
+                "INTERFACE",
+                "VIA",
+                "FIRST SEEN (UTC)",
+                "LAST SEEN (UTC)",
+                "SEEN",
+            ],
+            [
+                (
+                    r.mac,
+                    r.vendor_class,
+                    r.interface,
+                    r.source,
+                    when(r.first_seen),
+                    when(r.last_seen),
+                    r.count,
+                )
+                for r in rows
+            ],
+        )
+    )
+    print(
+        f"\n{len(rows)} unregistered MAC(s) seen (as last saved by the server, every few seconds); "
+        "register one with `imprint devices add --tenant T --mac M`"
+    )
+    return 0
+
+
+async def cmd_db_backup(s: Settings, a: argparse.Namespace) -> int:
+    from server.store.backup import BackupError, online_backup
+
+    try:
+        info = await online_backup(
+            s.store.path, Path(a.file), busy_timeout_ms=s.store.busy_timeout_ms
+        )
+    except BackupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"backed up {s.store.path} to {info.path} ({info.size_bytes} bytes, {info.devices} "
+        "device(s), integrity check ok)"
+    )
+    print(
+        f"the code key file {s.codes_key_file} is not in the database: keep a copy of it too "
+        "(without it current codes cannot be shown or checked)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def register_server(commands: Commands) -> None:
+    """`serve` and `check-config`."""
+    sp = commands.add("serve", cmd_serve, "run the server (HTTP API, DHCP and mDNS responders)")
+    sp.add_argument(
+        "--no-dhcp-probe",
+        action="store_true",
+        help="full mode: start even if another DHCP server answers on the interface",
+    )
+    commands.add(
+        "check-config",
+        cmd_check_config,
+        "validate the configuration and exit (non-zero on error)",
+    )
+
+
+def register_discovered(commands: Commands) -> None:
+    sp = commands.add(
+        "discovered",
+        cmd_discovered,
+        "MACs seen on the network (DHCP, mDNS) but not registered",
+    )
+    sp.add_argument("--limit", type=int, default=1000)
+    sp.add_argument("--json", action="store_true")
+
+
+def register_db(commands: Commands) -> None:
+    db = commands.group("db", "the SQLite store")
+    sp = db.add("backup", cmd_db_backup, "online, consistent copy of the store (server may run)")
+    sp.add_argument("file", help="the backup file to write (replaced atomically)")
