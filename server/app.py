@@ -284,7 +284,7 @@ async def _run_dhcp(app: web.Application) -> AsyncIterator[None]:
     server = await start_dhcp(
         service, s.host, s.port, s.interface, queue_size=s.queue_size, workers=s.workers
     )
-    svc.extra["dhcp"] = service
+    svc.dhcp = service
     log.info(
         "DHCP responder (%s mode) on %s:%d%s, server id %s",
         s.mode,
@@ -297,7 +297,7 @@ async def _run_dhcp(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await server.close()
-        svc.extra.pop("dhcp", None)
+        svc.dhcp = None
 
 
 async def _run_mdns(app: web.Application) -> AsyncIterator[None]:

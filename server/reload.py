@@ -104,9 +104,10 @@ def plan_reload(old: Settings, new: Settings) -> ReloadPlan:
 
 
 def _set_code_policy(registry: Registry, settings: Settings) -> None:
-    # Registry keeps its code policy in two public attributes; read at each issue/redeem.
-    registry.code_ttl = timedelta(hours=settings.codes.ttl_hours)
-    registry.max_attempts = settings.codes.max_attempts
+    # The provisioning service reads its policy at each code issued or entered.
+    registry.provisioning.set_policy(
+        ttl=timedelta(hours=settings.codes.ttl_hours), max_attempts=settings.codes.max_attempts
+    )
 
 
 async def reload_config(app: web.Application) -> list[str]:
@@ -123,7 +124,7 @@ async def reload_config(app: web.Application) -> list[str]:
         log.error("SIGHUP: configuration not reloaded, the running one stays: %s", e)
         return []
     plan = plan_reload(old, new)
-    dhcp = svc.extra.get("dhcp")
+    dhcp = svc.dhcp
     table: ProfileTable | None = None
     if isinstance(dhcp, DhcpService) and plan.profiles_changed:
         try:  # built before anything changes: a profile that cannot render changes nothing

@@ -112,22 +112,14 @@ class Registry:
     def now(self) -> str:
         return iso(self.clock())
 
-    # [codes] of the configuration, held by the provisioning service (SIGHUP sets these).
+    # [codes] of the configuration, held by the provisioning service (SIGHUP: set_policy).
     @property
     def code_ttl(self) -> timedelta:
         return self.provisioning.policy.ttl
 
-    @code_ttl.setter
-    def code_ttl(self, value: timedelta) -> None:
-        self.provisioning.set_policy(ttl=value)
-
     @property
     def max_attempts(self) -> int:
         return self.provisioning.policy.max_attempts
-
-    @max_attempts.setter
-    def max_attempts(self, value: int) -> None:
-        self.provisioning.set_policy(max_attempts=value)
 
     # ---- the in-memory index -------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from server.config import Settings
 from server.core.metrics import Registry as MetricsRegistry
 from server.core.ratelimit import FailureLimiter, TokenBuckets
 from server.core.tls import CertInfo
+from server.dhcp.service import DhcpService
 from server.oauth.service import OAuthService
 from server.provisioning.sightings import Sightings
 from server.registry.discovered import DiscoveredDevices
@@ -40,7 +41,9 @@ class Services:
     _registry: Registry | None = None
     _oauth: OAuthService | None = None
     admin: AdminAuth | None = None  # admin UI accounts and sessions; set once the store is open
-    extra: dict[str, Any] = field(default_factory=dict)
+    dhcp: DhcpService | None = (
+        None  # the DHCP responder while it runs (SIGHUP reloads its profiles)
+    )
 
     @property
     def registry(self) -> Registry:
