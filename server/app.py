@@ -42,7 +42,8 @@ from server.mdns.records import build_records
 from server.mdns.service import MdnsService
 from server.mdns.transport import start_mdns
 from server.oauth import http as oauth_web
-from server.oauth.service import SIGNING_KEY_NAME, CodeKeys, OAuthService, SigningKey
+from server.oauth.keys import SIGNING_KEY_NAME, CodeKeys, SigningKey
+from server.oauth.service import OAuthService
 from server.oauth.store import OAuthStore
 from server.provisioning import http as provisioning
 from server.provisioning.codes import CodeVault, load_or_create_key

@@ -8,8 +8,8 @@ import json
 
 from server.cli.common import Cli, Commands, password_args, read_password, table
 from server.config import Settings
-from server.oauth.service import UserAccounts
 from server.oauth.store import OAuthStore
+from server.oauth.users import UserAccounts
 from server.registry.service import Registry
 
 

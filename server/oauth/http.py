@@ -20,13 +20,8 @@ import jinja2
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from server.oauth.service import (
-    OAuthError,
-    OAuthService,
-    client_credentials,
-    normalize_username,
-    single_params,
-)
+from server.oauth.rules import OAuthError, client_credentials, normalize_username, single_params
+from server.oauth.service import OAuthService
 from server.oauth.store import UserRow
 from server.provisioning.codes import CodeFormatError, format_code, normalize_code
 from server.store.base import Invalid

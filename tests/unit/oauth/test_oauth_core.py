@@ -15,12 +15,10 @@ from joserfc import jwt
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import ECKey
 
+from server.oauth.keys import CodeKeys, SigningKey
 from server.oauth.model import GrantStatus
-from server.oauth.service import (
-    CodeKeys,
+from server.oauth.rules import (
     OAuthError,
-    Passwords,
-    SigningKey,
     client_credentials,
     normalize_username,
     poll_outcome,
@@ -28,6 +26,7 @@ from server.oauth.service import (
     validate_scope,
 )
 from server.oauth.store import GrantRow
+from server.oauth.users import Passwords
 from server.registry.service import iso
 from server.store.base import Invalid
 
