@@ -88,7 +88,7 @@ async def provision(request: web.Request) -> web.Response:
     raw = await request.read()
     body = ProvisionIn.model_validate(json.loads(raw or b"null"))
     try:
-        result = await svc.registry.redeem(
+        result = await svc.registry.provisioning.redeem(
             body.mac,
             body.code,
             source,

@@ -15,6 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from server.core.mac import MacError, normalize_mac
 from server.provisioning import store as codes
 from server.provisioning.codes import (
     CodeFormatError,
@@ -174,11 +175,14 @@ class ProvisioningService:
         dhcp_address: str | None = None,
         require_dhcp_match: bool = False,
     ) -> Redemption:
-        """Check `code` for the (normalised) `mac` and bind the device to its tenant: exactly one
-        success per code.
+        """Check `code` for `mac` and bind the device to its tenant: exactly one success per code.
 
-        Raises Invalid for a malformed code (not counted as an attempt).
+        Raises Invalid for a malformed MAC or code (not counted as an attempt).
         """
+        try:
+            mac = normalize_mac(mac)
+        except MacError as e:
+            raise Invalid(str(e), [{"field": "mac", "value": mac, "message": str(e)}]) from e
         try:
             entered = normalize_code(code)
         except CodeFormatError as e:

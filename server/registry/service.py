@@ -451,29 +451,6 @@ class Registry:
             )
         return out
 
-    # ---- provisioning (the technician's code entry) -------------------------------------------
-
-    async def redeem(
-        self,
-        mac: str,
-        code: str,
-        source: str,
-        *,
-        dhcp_address: str | None = None,
-        require_dhcp_match: bool = False,
-    ) -> Redemption:
-        """Check `code` for `mac` and bind the device to its tenant: exactly one success per code.
-
-        Raises Invalid for a malformed MAC or code (not counted as an attempt).
-        """
-        return await self.provisioning.redeem(
-            _mac_or_notfound(mac),
-            code,
-            source,
-            dhcp_address=dhcp_address,
-            require_dhcp_match=require_dhcp_match,
-        )
-
     async def reset_device(self, who: Principal, tenant_id: str, mac: str) -> Device:
         """Back to awaiting activation: revokes the device's credential and its code."""
         before = await self.get_device(who, tenant_id, mac)

@@ -437,63 +437,41 @@ class SqliteStore:
 
     async def save_leases(self, changes: Sequence[Lease]) -> None:
         """Upsert every lease in one transaction, keyed by ip; later items win."""
-        async with self._write_lock:
-            db = self._w
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                await db.executemany(
-                    "INSERT INTO dhcp_leases (ip, mac, client_id, state, expires_at, subnet, "
-                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ip) DO UPDATE SET "
-                    "mac = excluded.mac, client_id = excluded.client_id, state = excluded.state, "
-                    "expires_at = excluded.expires_at, subnet = excluded.subnet, "
-                    "updated_at = excluded.updated_at",
-                    [
-                        (
-                            x.ip,
-                            x.mac,
-                            x.client_id,
-                            x.state.value,
-                            x.expires_at,
-                            x.subnet,
-                            x.updated_at,
-                        )
-                        for x in changes
-                    ],
-                )
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+        async with self.transaction("") as tx:
+            await tx.executemany(
+                "INSERT INTO dhcp_leases (ip, mac, client_id, state, expires_at, subnet, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ip) DO UPDATE SET "
+                "mac = excluded.mac, client_id = excluded.client_id, state = excluded.state, "
+                "expires_at = excluded.expires_at, subnet = excluded.subnet, "
+                "updated_at = excluded.updated_at",
+                [
+                    (x.ip, x.mac, x.client_id, x.state.value, x.expires_at, x.subnet, x.updated_at)
+                    for x in changes
+                ],
+            )
 
     # ---- the discovered list (unregistered MACs seen on the network) ------------------------------
 
     async def replace_discovered(self, rows: Sequence[SeenDevice]) -> None:
         """Store exactly `rows` as the discovered list, in one transaction."""
-        async with self._write_lock:
-            db = self._w
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                await db.execute("DELETE FROM discovered")
-                await db.executemany(
-                    "INSERT INTO discovered (mac, vendor_class, interface, source, first_seen, "
-                    "last_seen, count) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            r.mac,
-                            r.vendor_class,
-                            r.interface,
-                            r.source,
-                            r.first_seen,
-                            r.last_seen,
-                            r.count,
-                        )
-                        for r in rows
-                    ],
-                )
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+        async with self.transaction("") as tx:
+            await tx.execute("DELETE FROM discovered")
+            await tx.executemany(
+                "INSERT INTO discovered (mac, vendor_class, interface, source, first_seen, "
+                "last_seen, count) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.mac,
+                        r.vendor_class,
+                        r.interface,
+                        r.source,
+                        r.first_seen,
+                        r.last_seen,
+                        r.count,
+                    )
+                    for r in rows
+                ],
+            )
 
     async def list_discovered(self, limit: int | None = None) -> list[SeenDevice]:
         """Most recently seen first."""

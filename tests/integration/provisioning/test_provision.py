@@ -174,11 +174,11 @@ async def test_dhcp_address_mismatch_is_audited_or_refused(api: Api) -> None:
     status, audit = await api.call("GET", "/api/v1/tenants/contoso/audit")
     assert "DHCP saw this MAC at 198.18.77.11" in audit["results"][0]["after"]["warning"]
 
-    result = await api.registry.redeem(
+    result = await api.registry.provisioning.redeem(
         MAC2, codes[MAC2], "127.0.0.1", dhcp_address="198.18.77.12", require_dhcp_match=True
     )
     assert result.error == "address_mismatch"
-    result = await api.registry.redeem(
+    result = await api.registry.provisioning.redeem(
         MAC2, codes[MAC2], "198.18.77.12", dhcp_address="198.18.77.12", require_dhcp_match=True
     )
     assert result.error is None
