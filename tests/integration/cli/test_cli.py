@@ -5,33 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 from server.web.keys import SERVICES
 from tests.helpers.app import Api
+from tests.helpers.proc import run_imprint
 
 MAC1 = "02:00:5e:00:01:01"
 
 
 def imprint(cfg: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "server", *args, "--config", str(cfg)],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=60,
-        check=False,
-    )
-
-
-@pytest.fixture
-def cfg(tmp_path: Path) -> Path:
-    p = tmp_path / "imprint.toml"
-    p.write_text("[store]\npath = 'state/imprint.db'\n[tls]\nenabled = false\n")
-    return p
+    return run_imprint(cfg, *args, stdin=stdin, check=False, timeout=60)
 
 
 def test_check_config_ok_and_errors(cfg: Path, tmp_path: Path) -> None:

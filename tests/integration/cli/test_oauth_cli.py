@@ -7,32 +7,17 @@ import asyncio
 import json
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 from argon2 import PasswordHasher
 
 from tests.helpers.app import Api
 from tests.helpers.oauth import Browser, make_tenant, poll, provisioned_device, start
+from tests.helpers.proc import run_imprint
 
 
 def imprint(cfg: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "server", *args, "--config", str(cfg)],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=60,
-        check=False,
-    )
-
-
-@pytest.fixture
-def cfg(tmp_path: Path) -> Path:
-    p = tmp_path / "imprint.toml"
-    p.write_text("[store]\npath = 'state/imprint.db'\n[tls]\nenabled = false\n")
-    return p
+    return run_imprint(cfg, *args, stdin=stdin, check=False, timeout=60)
 
 
 def stored_hash(cfg: Path, username: str) -> str:
