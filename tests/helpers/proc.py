@@ -3,12 +3,13 @@ end-to-end tests share instead of each writing its own."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import subprocess
 from pathlib import Path
 
-from tests.helpers.server import imprint_argv
+from tests.helpers.server import imprint_argv, wait_until
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -39,3 +40,33 @@ def run_imprint(
     if check:
         assert done.returncode == 0, done.stdout + done.stderr
     return done
+
+
+def serve(config: Path, log: Path) -> subprocess.Popen[str]:
+    """`imprint serve --config CONFIG` in the background, its output appended to `log`."""
+    with open(log, "a") as out:
+        return subprocess.Popen(
+            [*imprint_argv(), "serve", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+            text=True,
+        )
+
+
+def wait_ready(proc: subprocess.Popen[str], port: int, log: Path, within: float = 30) -> None:
+    """Until plain-HTTP /readyz on loopback `port` says 200; a server that exits fails the test
+    with its log."""
+
+    def ready() -> bool:
+        assert proc.poll() is None, log.read_text()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", "/readyz")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    wait_until(ready, within, "imprint serve to be ready")

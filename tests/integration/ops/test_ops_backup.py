@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.proc import clean_env, free_port, run_imprint
-from tests.helpers.server import imprint_argv, wait_until
+from tests.helpers.proc import free_port, run_imprint, serve, wait_ready
 
 BATCH = 25
 
@@ -49,28 +48,8 @@ class Server:
     token: str = ""
 
     def start(self) -> None:
-        with open(self.log, "a") as out:
-            self.proc = subprocess.Popen(
-                [*imprint_argv(), "serve", "--config", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=clean_env(),
-                text=True,
-            )
-        proc = self.proc
-
-        def ready() -> bool:
-            assert proc.poll() is None, self.log.read_text()
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-            try:
-                conn.request("GET", "/readyz")
-                return conn.getresponse().status == 200
-            except OSError:
-                return False
-            finally:
-                conn.close()
-
-        wait_until(ready, 30, "imprint serve to be ready")
+        self.proc = serve(self.config, self.log)
+        wait_ready(self.proc, self.port, self.log)
 
     def stop(self) -> int:
         proc, self.proc = self.proc, None

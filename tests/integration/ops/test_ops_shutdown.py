@@ -15,15 +15,14 @@ import select
 import signal
 import socket
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
 import dnslib
 import pytest
 
-from tests.helpers.proc import clean_env, free_port, run_imprint
-from tests.helpers.server import imprint_argv, wait_until
+from tests.helpers.proc import free_port, run_imprint, serve, wait_ready
+from tests.helpers.server import wait_until
 
 MAC = "02:00:5e:00:0d:01"
 QUERIER = "127.0.0.3"  # a non-legacy mDNS querier (source port 5353) on loopback
@@ -59,30 +58,11 @@ def test_sigterm_finishes_the_request_in_flight_then_says_goodbye_and_closes(
     run_imprint(config, "devices", "add", "--tenant", "acme", "--mac", MAC)
     token = run_imprint(config, "tokens", "create", "--role", "operator").stdout.strip()
     log = tmp_path / "serve.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [*imprint_argv(), "serve", "--config", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=clean_env(),
-            text=True,
-        )
+    proc = serve(config, log)
     conn: http.client.HTTPConnection | None = None
     lock: sqlite3.Connection | None = None
     try:
-
-        def ready() -> bool:
-            assert proc.poll() is None, log.read_text()
-            c = http.client.HTTPConnection("127.0.0.1", http_port, timeout=2)
-            try:
-                c.request("GET", "/readyz")
-                return c.getresponse().status == 200
-            except OSError:
-                return False
-            finally:
-                c.close()
-
-        wait_until(ready, 30, "imprint serve to be ready")
+        wait_ready(proc, http_port, log)
 
         # The registered device asks by mDNS (QU) and is answered: it may now cache our records.
         query = dnslib.DNSRecord(dnslib.DNSHeader(id=0, bitmap=0))

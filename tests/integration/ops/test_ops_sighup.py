@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
 
-from tests.helpers.proc import clean_env, free_port, run_imprint
-from tests.helpers.server import imprint_argv, wait_until
+from tests.helpers.proc import free_port, run_imprint, serve
+from tests.helpers.server import wait_until
 
 MAC = "02:00:5e:00:08:01"
 OPTION = 242  # a site-specific code (RFC 3942) the test profile sends
@@ -151,14 +151,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     run_imprint(config, "tenants", "create", "--id", "acme", "--name", "Acme")
     run_imprint(config, "devices", "add", "--tenant", "acme", "--mac", MAC)
     log = tmp_path / "serve.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [*imprint_argv(), "serve", "--config", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=clean_env(),
-            text=True,
-        )
+    proc = serve(config, log)
     s = Served(proc, config, log, params["http_port"], params["dhcp_port"], device, params)
     try:
         wait_until(
