@@ -21,6 +21,7 @@ from server.admin.ui.state import UI, Flash
 from server.oauth.service import OAuthService
 from server.registry.model import Device, DeviceState, Tenant
 from server.registry.service import Principal, Registry
+from server.store.base import Conflict, Invalid
 from server.web.keys import SERVICES, NotReady
 from server.web.routes import Endpoint, RouteTable
 
@@ -106,6 +107,18 @@ def posted_form(request: web.Request) -> MultiDictProxy[Any]:
 def form_text(form: MultiDictProxy[Any], name: str, limit: int = 500) -> str:
     value = form.get(name, "")
     return value[:limit] if isinstance(value, str) else ""
+
+
+def form_values(request: web.Request, **limits: int) -> dict[str, str]:
+    """The posted text fields named by `limits`, each cut to its length (what the form shows
+    again when the action is refused)."""
+    form = posted_form(request)
+    return {name: form_text(form, name, limit) for name, limit in limits.items()}
+
+
+def refusal_status(e: Invalid | Conflict) -> int:
+    """A refused form: 409 when it clashes with what is stored, 422 when it breaks a rule."""
+    return 409 if isinstance(e, Conflict) else 422
 
 
 def tenant_url(tenant_id: str, *parts: str, **query: Any) -> str:

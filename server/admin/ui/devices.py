@@ -97,11 +97,7 @@ async def devices_page(request: web.Request) -> web.Response:
 @common.page("POST", "/ui/tenants/{tenant}/devices/add", "Register one device")
 async def add_device(request: web.Request) -> web.Response:
     tenant = await common.current_tenant(request)
-    form = common.posted_form(request)
-    values = {
-        "mac": common.form_text(form, "mac", 100),
-        "location": common.form_text(form, "location", 1000),
-    }
+    values = common.form_values(request, mac=100, location=1000)
     try:
         device = await common.registry_of(request).add_device(
             common.principal_of(request), tenant.id, values["mac"], values["location"]
@@ -110,7 +106,7 @@ async def add_device(request: web.Request) -> web.Response:
         return await common.provision_form(
             request,
             tenant,
-            status=409 if isinstance(e, Conflict) else 422,
+            status=common.refusal_status(e),
             add_error=str(e),
             values=values,
         )

@@ -45,18 +45,13 @@ async def _tenants(
 
 @common.page("POST", "/ui/tenants", "Create a tenant")
 async def create_tenant(request: web.Request) -> web.Response:
-    form = common.posted_form(request)
-    values = {
-        "id": common.form_text(form, "id", 100).strip(),
-        "name": common.form_text(form, "name", 200),
-    }
+    values = common.form_values(request, id=100, name=200)
+    values["id"] = values["id"].strip()
     try:
         tenant = await common.registry_of(request).create_tenant(
             common.principal_of(request), values["id"], values["name"]
         )
     except (Invalid, Conflict) as e:
-        return await _tenants(
-            request, status=409 if isinstance(e, Conflict) else 422, error=str(e), values=values
-        )
+        return await _tenants(request, status=common.refusal_status(e), error=str(e), values=values)
     common.add_flash(request, "ok", f"Created tenant {tenant.name} ({tenant.id}).")
     return common.see_other("/ui/tenants")

@@ -42,10 +42,7 @@ async def _users(
 async def create_user(request: web.Request) -> web.Response:
     tenant = await common.current_tenant(request)
     form = common.posted_form(request)
-    values = {
-        "username": common.form_text(form, "username", 200),
-        "display_name": common.form_text(form, "display_name", 200),
-    }
+    values = common.form_values(request, username=200, display_name=200)
     try:
         user = await common.oauth_of(request).users.create(
             common.principal_of(request),
@@ -58,7 +55,7 @@ async def create_user(request: web.Request) -> web.Response:
         return await _users(
             request,
             tenant,
-            status=409 if isinstance(e, Conflict) else 422,
+            status=common.refusal_status(e),
             error=str(e),
             values=values,
         )
