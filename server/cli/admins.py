@@ -16,8 +16,6 @@ def _admin_auth(cli: Cli) -> AdminAuth:
 
 async def cmd_admins_create(s: Settings, a: argparse.Namespace) -> int:
     password = read_password(a)
-    if password is None:
-        return 2
     cli = Cli(s)
     async with cli:
         row = await _admin_auth(cli).create_admin(

@@ -89,8 +89,12 @@ def password_args(sp: argparse.ArgumentParser) -> None:
     group.add_argument("--password-file", metavar="F", help="read the password from F ('-': stdin)")
 
 
-def read_password(a: argparse.Namespace) -> str | None:
-    """--password, --password-file (first line), or a prompt on a terminal; None if none given."""
+class UsageError(Exception):
+    """The command line cannot be carried out as given; main prints it and exits 2."""
+
+
+def read_password(a: argparse.Namespace) -> str:
+    """--password, --password-file (first line), or a prompt on a terminal."""
     if a.password is not None:
         return str(a.password)
     if a.password_file:
@@ -100,8 +104,6 @@ def read_password(a: argparse.Namespace) -> str | None:
     if sys.stdin.isatty():
         first = getpass.getpass("password: ")
         if getpass.getpass("again: ") != first:
-            print("error: the passwords differ", file=sys.stderr)
-            return None
+            raise UsageError("the passwords differ")
         return first
-    print("error: give --password P or --password-file F ('-' for stdin)", file=sys.stderr)
-    return None
+    raise UsageError("give --password P or --password-file F ('-' for stdin)")

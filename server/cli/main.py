@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from server import __version__
 from server.cli import admins, codes, devices, ops, tenants, tokens, users
-from server.cli.common import Command, Commands
+from server.cli.common import Command, Commands, UsageError
 from server.config import ConfigError, load_settings
 from server.core.logs import setup_logging
 from server.store.base import StoreError
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for d in getattr(e, "details", [])[:50]:
             print(f"  {d}", file=sys.stderr)
         return 1
-    except ConfigError as e:
+    except (ConfigError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except FileNotFoundError as e:

@@ -19,8 +19,6 @@ def _user_accounts(reg: Registry) -> UserAccounts:
 
 async def cmd_users_create(s: Settings, a: argparse.Namespace) -> int:
     password = read_password(a)
-    if password is None:
-        return 2
     cli = Cli(s)
     async with cli as reg:
         u = await _user_accounts(reg).create(
@@ -76,8 +74,6 @@ async def cmd_users_disable(s: Settings, a: argparse.Namespace) -> int:
 
 async def cmd_users_reset_password(s: Settings, a: argparse.Namespace) -> int:
     password = read_password(a)
-    if password is None:
-        return 2
     cli = Cli(s)
     async with cli as reg:
         await _user_accounts(reg).reset_password(cli.who, a.tenant, a.username, password)

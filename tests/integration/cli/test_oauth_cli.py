@@ -155,3 +155,15 @@ async def test_a_user_made_with_the_cli_signs_a_device_in(api: Api) -> None:
     assert result.status == 200, result.html
     status, tokens = await poll(api, dev, auth["device_code"])
     assert status == 200 and tokens["token_type"] == "Bearer"
+
+
+def test_a_password_command_without_a_password_says_how_to_give_one(cfg: Path) -> None:
+    assert imprint(cfg, "tenants", "create", "--id", "contoso", "--name", "Contoso").returncode == 0
+    for args in (
+        ("users", "create", "--tenant", "contoso", "--username", "room-9"),
+        ("admins", "create", "--username", "ops", "--role", "operator"),
+    ):
+        r = imprint(cfg, *args, stdin="")
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert r.stderr.strip() == "error: give --password P or --password-file F ('-' for stdin)"
+    assert "room-9" not in imprint(cfg, "users", "list", "--tenant", "contoso").stdout
