@@ -338,7 +338,12 @@ async def _run_mdns(app: web.Application) -> AsyncIterator[None]:
         burst=s.burst_per_source,
     )
     server = await start_mdns(
-        service, s.host, s.port, None if loopback else iface, join_group=not loopback
+        service,
+        s.host,
+        s.port,
+        None if loopback else iface,
+        join_group=not loopback,
+        capture=s.capture_frames and not loopback,
     )
     log.info(
         "mDNS responder for %s.local. on %s:%d%s",

@@ -151,6 +151,11 @@ class MdnsSettings(_Section):
     static_neighbours: dict[str, str] = Field(
         default_factory=dict, description="lab: source IP -> MAC where there is no L2 to learn from"
     )
+    capture_frames: bool = Field(
+        default=True,
+        description="read queries as Ethernet frames (AF_PACKET, needs CAP_NET_RAW) to learn the "
+        "querier's MAC from its own frame; without the capability the neighbour table is used",
+    )
     rate_per_source: float = Field(
         default=1.0, gt=0, description="mDNS queries per second answered for one source address"
     )

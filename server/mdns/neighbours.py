@@ -37,7 +37,7 @@ from server.core.mac import MacError, normalize_mac
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LeaseLookup = Callable[[str], str | None]
-Source = Literal["frame", "static", "kernel", "lease", "unknown"]
+Source = Literal["frame", "static", "neighbour", "lease", "unknown"]
 
 _ATF_COM = 0x02  # completed entry (linux/if_arp.h)
 _RTF_UP = 0x0001
@@ -261,7 +261,7 @@ class NeighbourResolver:
         if self._kernel is not None:
             mac = self._kernel.lookup(ip, now)
             if mac is not None:
-                return mac, "kernel"
+                return mac, "neighbour"
         if self._leases is not None:
             found = self._leases(ip)
             if found is not None:

@@ -76,6 +76,17 @@ class MdnsService:
             "mDNS answers handed to the transport, by kind (legacy, qu, qm, goodbye)",
             ["kind"],
         )
+        self.mac_sources = metrics.counter(
+            "imprint_mdns_mac_source_total",
+            "where the MAC of a querier for our service came from (frame, static, neighbour, "
+            "lease, unknown), by decision",
+            ["source", "decision"],
+        )
+        self.capture = metrics.gauge(
+            "imprint_mdns_frame_capture",
+            "1 if queries on this interface are read as frames (MAC from the frame), else 0",
+            ["interface"],
+        )
         self.send_errors = metrics.counter(
             "imprint_mdns_send_errors_total", "mDNS datagrams the socket refused", ["reason"]
         )
@@ -128,6 +139,7 @@ class MdnsService:
             decision = decide(self._index, mac)
         verdict = "answer" if decision.answer else "ignore"
         self.decisions.inc(verdict, decision.reason.value)
+        self.mac_sources.inc(how, verdict)
         self._log.info(
             "mdns query source=%s:%d mac=%s via=%s qname=%s decision=%s reason=%s",
             ip,

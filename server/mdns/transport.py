@@ -1,16 +1,28 @@
-"""mDNS sockets only: a thin asyncio DatagramProtocol around MdnsService (IPv4).
+"""mDNS sockets only: a UDP socket that sends (and, without frame capture, receives), and an
+optional AF_PACKET socket that receives whole frames so the querier's MAC is known.
 
 Binds host:port (0.0.0.0:5353 in production, an ephemeral loopback port in the lab) with
 SO_REUSEADDR/SO_REUSEPORT so it can share 5353 with avahi, joins 224.0.0.251 on the given
 interface, and sends only unicast. With another responder on the same host, multicast queries
 reach both sockets, but a unicast datagram to port 5353 reaches only one of them (Linux gives
 it to one bound socket): QU queries are multicast, so that costs us only direct unicast queries.
+
+Frame capture (needs CAP_NET_RAW): an AF_PACKET socket bound to the interface, with the kernel
+filter from server.mdns.frames attached before it is bound (so not one unfiltered frame is
+queued), receives every query as an Ethernet frame. Queries are then answered from the frame
+alone (MAC, addresses, ports and DNS payload all come from it) and the copies the UDP socket
+also receives are read and dropped: nothing has to match a frame to a datagram, so there is no
+race between the two sockets' queues. The UDP socket still sends every answer. Without the
+capability, or with `capture=False`, the UDP socket receives as before and the MAC comes from the
+neighbour table, the DHCP sightings or the static map.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import errno
 import logging
 import socket
 import struct
@@ -18,11 +30,23 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from server.mdns.frames import SNAP_LEN, FrameError, mdns_filter, pack_filter, parse_frame
 from server.mdns.service import MdnsService
 
 MDNS_GROUP = "224.0.0.251"
+MDNS_GROUP6 = "ff02::fb"
 _IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)  # Linux; absent from Python < 3.13
 TRANSPORT_ERROR = "MDNS_TRANSPORT_ERROR"
+NOT_FOR_US = "MDNS_FRAME_NOT_FOR_US"  # multicast to 5353 but not the mDNS group
+
+# linux/if_packet.h, asm-generic/socket.h, linux/if_ether.h
+_SOL_PACKET = 263
+_PACKET_IGNORE_OUTGOING = 23
+_SO_ATTACH_FILTER = 26
+_ETH_P_ALL = 0x0003
+PACKET_HOST = 0
+PACKET_OUTGOING = 4
+_FRAMES_PER_WAKEUP = 64  # bound the work done per readiness callback, let other tasks run
 
 log = logging.getLogger("imprint.mdns")
 
@@ -33,12 +57,17 @@ class _Protocol(asyncio.DatagramProtocol):
         self.clock = clock
         self.transport: asyncio.DatagramTransport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # True while a FrameReader answers from frames: the UDP copies are then read and dropped.
+        self.frames_answer = False
+        self.scope_id = 0  # interface index for link-local IPv6 destinations
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The selector loop's datagram transport does not subclass DatagramTransport.
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if self.frames_answer:
+            return  # the frame of this datagram is (or was) answered by the FrameReader
         # A bad datagram must never stop the responder: count whatever escapes and carry on.
         try:
             self.send(self.service.handle(data, addr, self.clock()))
@@ -51,7 +80,10 @@ class _Protocol(asyncio.DatagramProtocol):
             if self.transport is None or self.transport.is_closing():
                 return
             try:
-                self.transport.sendto(payload, dest)
+                if self.scope_id and ":" in dest[0] and dest[0].lower().startswith("fe80"):
+                    self.transport.sendto(payload, (dest[0], dest[1], 0, self.scope_id))
+                else:
+                    self.transport.sendto(payload, dest)
             except OSError as e:
                 self.service.count_send_error(e)
 
@@ -64,12 +96,111 @@ class _Protocol(asyncio.DatagramProtocol):
             self.closed.set_result(None)
 
 
+class FrameReader:
+    """Reads filtered frames from an AF_PACKET socket and answers each through the UDP socket."""
+
+    def __init__(
+        self, sock: socket.socket, protocol: _Protocol, group: str, interface: str
+    ) -> None:
+        self._sock = sock
+        self._protocol = protocol
+        self._group = group
+        self.interface = interface
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._readable)
+        protocol.frames_answer = True
+
+    def _readable(self) -> None:
+        service = self._protocol.service
+        for _ in range(_FRAMES_PER_WAKEUP):
+            try:
+                frame, addr = self._sock.recvfrom(SNAP_LEN)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                service.count_send_error(e)
+                return
+            try:
+                self.frame_received(frame, int(addr[2]))
+            except Exception:
+                service.dropped.inc(TRANSPORT_ERROR)
+                log.exception("mdns: transport error on a frame from %s", self.interface)
+
+    def frame_received(self, frame: bytes, pkttype: int) -> None:
+        """Answer one captured frame (our own outgoing frames are skipped)."""
+        if pkttype == PACKET_OUTGOING:
+            return
+        service = self._protocol.service
+        try:
+            d = parse_frame(frame)
+        except FrameError as e:
+            service.received.inc()
+            service.dropped.inc(e.reason.value)
+            return
+        # What the kernel would hand our UDP socket: to the group we joined, or to this host
+        # (a frame sent to our own MAC; unicast to another host's MAC never reaches us).
+        if d.dst_ip != self._group and pkttype != PACKET_HOST:
+            service.received.inc()
+            service.dropped.inc(NOT_FOR_US)
+            return
+        self._protocol.send(
+            service.handle(d.payload, (d.src_ip, d.src_port), self._protocol.clock(), d.src_mac)
+        )
+
+    def close(self) -> None:
+        self._protocol.frames_answer = False
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+
+
+def open_packet_socket(interface: str, port: int = 5353) -> socket.socket:
+    """An AF_PACKET socket on `interface` passing only UDP to `port` (frames.mdns_filter).
+
+    Raises PermissionError without CAP_NET_RAW, OSError if the interface does not exist.
+    """
+    # Protocol 0 receives nothing until bound: the filter is in place before the first frame.
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        program = pack_filter(mdns_filter(port))
+        buf = ctypes.create_string_buffer(program, len(program))
+        fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buf))  # struct sock_fprog
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+        with contextlib.suppress(OSError):  # Linux >= 4.20; else skipped by pkttype
+            sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
+        sock.bind((interface, _ETH_P_ALL))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+NO_CAPTURE_MESSAGE = (
+    "mdns: frame capture off on %s: %s (the AF_PACKET socket needs CAP_NET_RAW). The querier's "
+    "MAC now comes only from the kernel neighbour table and DHCP sightings, so a registered "
+    "device that has not yet exchanged a packet with this host is ignored (IMP_MAC_UNKNOWN) on "
+    "its first query. Grant CAP_NET_RAW (configs/imprint.service, Dockerfile) to fix it."
+)
+
+
 class MdnsServer:
     """A running mDNS transport; `close()` stops it (after unicast goodbyes by default)."""
 
-    def __init__(self, protocol: _Protocol, sock_name: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        protocol: _Protocol,
+        sock_name: tuple[str, int],
+        frames: FrameReader | None = None,
+    ) -> None:
         self._protocol = protocol
         self.address = sock_name
+        self.frames = frames
+
+    @property
+    def capturing(self) -> bool:
+        """True if queries are answered from captured frames (the MAC source is `frame`)."""
+        return self.frames is not None
 
     @property
     def service(self) -> MdnsService:
@@ -86,6 +217,9 @@ class MdnsServer:
         transport = self._protocol.transport
         if transport is None or transport.is_closing():
             return
+        if self.frames is not None:
+            self.frames.close()
+            self.frames = None
         if goodbye:
             self.send_goodbyes()
         transport.close()  # asyncio flushes queued datagrams before the socket closes
@@ -129,10 +263,13 @@ async def start_mdns(
     interface: str | None = None,
     *,
     join_group: bool = True,
+    capture: bool = False,
     clock: Callable[[], float] = time.monotonic,
 ) -> MdnsServer:
     """Bind, join 224.0.0.251 on `interface` (default route's if None) and start answering.
 
+    With `capture` (needs `interface`), queries are read as frames from a packet socket; if
+    that is not permitted, the reason is logged once and the UDP socket receives instead.
     Raises OSError if the port cannot be bound or the interface does not exist (our config).
     """
     sock = _open_socket(host, port, interface, join_group)
@@ -145,5 +282,26 @@ async def start_mdns(
         sock.close()
         raise
     name = sock.getsockname()
-    log.info("mdns: listening on %s:%d (interface %s)", name[0], name[1], interface or "any")
-    return MdnsServer(protocol, (str(name[0]), int(name[1])))
+    frames: FrameReader | None = None
+    if capture and interface:
+        try:
+            packet = open_packet_socket(interface, int(name[1]))
+        except PermissionError as e:
+            log.warning(NO_CAPTURE_MESSAGE, interface, e.strerror or e)
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.EACCES):
+                if protocol.transport is not None:
+                    protocol.transport.close()
+                raise
+            log.warning(NO_CAPTURE_MESSAGE, interface, e.strerror or e)
+        else:
+            frames = FrameReader(packet, protocol, MDNS_GROUP, interface)
+    service.capture.set(1 if frames else 0, interface or "any")
+    log.info(
+        "mdns: listening on %s:%d (interface %s, MAC from %s)",
+        name[0],
+        name[1],
+        interface or "any",
+        "frames" if frames else "neighbour table and DHCP sightings",
+    )
+    return MdnsServer(protocol, (str(name[0]), int(name[1])), frames)
