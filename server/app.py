@@ -42,6 +42,7 @@ from server.mdns.neighbours import (
     interface_addresses,
     interface_networks,
 )
+from server.mdns.netlink import NetlinkNeighbours
 from server.mdns.records import build_records
 from server.mdns.service import MdnsService
 from server.mdns.transport import start_mdns
@@ -311,6 +312,10 @@ async def _run_mdns(app: web.Application) -> AsyncIterator[None]:
     addresses = [endpoint.host] if _is_ip(endpoint.host) else []
     if not addresses and iface:
         addresses = interface_addresses(iface)
+    ipv6 = s.ipv6 and not loopback and iface is not None
+    if ipv6 and iface:
+        # AAAA for this link, link-local included: the answer goes out on this link only.
+        addresses += [a for a in interface_addresses(iface, link_local=True) if ":" in a]
     if not addresses:
         raise ConfigError(
             "mdns: cannot tell which address to advertise: set [http] public_url to an address "
@@ -326,6 +331,7 @@ async def _run_mdns(app: web.Application) -> AsyncIterator[None]:
     neighbours = NeighbourResolver(
         static=s.static_neighbours,
         kernel=None if loopback else KernelNeighbours(iface),
+        kernel6=NetlinkNeighbours(iface) if ipv6 else None,
         leases=svc.sightings.mac_of,
     )
     service = MdnsService(
@@ -344,6 +350,7 @@ async def _run_mdns(app: web.Application) -> AsyncIterator[None]:
         None if loopback else iface,
         join_group=not loopback,
         capture=s.capture_frames and not loopback,
+        ipv6=ipv6,
     )
     log.info(
         "mDNS responder for %s.local. on %s:%d%s",

@@ -151,6 +151,11 @@ class MdnsSettings(_Section):
     static_neighbours: dict[str, str] = Field(
         default_factory=dict, description="lab: source IP -> MAC where there is no L2 to learn from"
     )
+    ipv6: bool = Field(
+        default=True,
+        description="also join ff02::fb on the interface and answer IPv6 queriers, with AAAA "
+        "records for the interface's IPv6 addresses (link-local included)",
+    )
     capture_frames: bool = Field(
         default=True,
         description="read queries as Ethernet frames (AF_PACKET, needs CAP_NET_RAW) to learn the "

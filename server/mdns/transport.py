@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from server.mdns.frames import SNAP_LEN, FrameError, mdns_filter, pack_filter, parse_frame
+from server.mdns.responder import IgnoreReason
 from server.mdns.service import MdnsService
 
 MDNS_GROUP = "224.0.0.251"
@@ -68,6 +69,11 @@ class _Protocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         if self.frames_answer:
             return  # the frame of this datagram is (or was) answered by the FrameReader
+        if self.scope_id and len(addr) >= 4 and addr[3] and addr[3] != self.scope_id:
+            # IPv6 socket bound to [::]: fe80::/10 is on every link, so only the scope tells.
+            self.service.received.inc()
+            self.service.dropped.inc(IgnoreReason.OFF_LINK.value)
+            return
         # A bad datagram must never stop the responder: count whatever escapes and carry on.
         try:
             self.send(self.service.handle(data, addr, self.clock()))
@@ -80,7 +86,8 @@ class _Protocol(asyncio.DatagramProtocol):
             if self.transport is None or self.transport.is_closing():
                 return
             try:
-                if self.scope_id and ":" in dest[0] and dest[0].lower().startswith("fe80"):
+                ip = dest[0]
+                if self.scope_id and "%" not in ip and ip[:4].lower() == "fe80":
                     self.transport.sendto(payload, (dest[0], dest[1], 0, self.scope_id))
                 else:
                     self.transport.sendto(payload, dest)
@@ -100,15 +107,17 @@ class FrameReader:
     """Reads filtered frames from an AF_PACKET socket and answers each through the UDP socket."""
 
     def __init__(
-        self, sock: socket.socket, protocol: _Protocol, group: str, interface: str
+        self, sock: socket.socket, protocol: _Protocol, v6: _Protocol | None, interface: str
     ) -> None:
         self._sock = sock
         self._protocol = protocol
-        self._group = group
+        self._v6 = v6
         self.interface = interface
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._readable)
         protocol.frames_answer = True
+        if v6 is not None:
+            v6.frames_answer = True
 
     def _readable(self) -> None:
         service = self._protocol.service
@@ -137,18 +146,20 @@ class FrameReader:
             service.received.inc()
             service.dropped.inc(e.reason.value)
             return
+        sender = self._protocol if d.version == 4 else self._v6
         # What the kernel would hand our UDP socket: to the group we joined, or to this host
         # (a frame sent to our own MAC; unicast to another host's MAC never reaches us).
-        if d.dst_ip != self._group and pkttype != PACKET_HOST:
+        group = MDNS_GROUP if d.version == 4 else MDNS_GROUP6
+        if sender is None or (d.dst_ip != group and pkttype != PACKET_HOST):
             service.received.inc()
             service.dropped.inc(NOT_FOR_US)
             return
-        self._protocol.send(
-            service.handle(d.payload, (d.src_ip, d.src_port), self._protocol.clock(), d.src_mac)
-        )
+        sender.send(service.handle(d.payload, (d.src_ip, d.src_port), sender.clock(), d.src_mac))
 
     def close(self) -> None:
         self._protocol.frames_answer = False
+        if self._v6 is not None:
+            self._v6.frames_answer = False
         with contextlib.suppress(Exception):
             self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
@@ -192,10 +203,17 @@ class MdnsServer:
         protocol: _Protocol,
         sock_name: tuple[str, int],
         frames: FrameReader | None = None,
+        v6: _Protocol | None = None,
     ) -> None:
         self._protocol = protocol
+        self._v6 = v6
         self.address = sock_name
         self.frames = frames
+
+    @property
+    def ipv6(self) -> bool:
+        """True if an IPv6 socket joined ff02::fb on the interface."""
+        return self._v6 is not None
 
     @property
     def capturing(self) -> bool:
@@ -209,7 +227,10 @@ class MdnsServer:
     def send_goodbyes(self) -> int:
         """Unicast TTL-0 service records to recent queriers (see MdnsService.goodbyes)."""
         datagrams = self._protocol.service.goodbyes(self._protocol.clock())
-        self._protocol.send(datagrams)
+        v4 = [d for d in datagrams if ":" not in d[1][0]]
+        self._protocol.send(v4)
+        if self._v6 is not None:
+            self._v6.send([d for d in datagrams if ":" in d[1][0]])
         return len(datagrams)
 
     def close(self, goodbye: bool = True) -> None:
@@ -223,9 +244,13 @@ class MdnsServer:
         if goodbye:
             self.send_goodbyes()
         transport.close()  # asyncio flushes queued datagrams before the socket closes
+        if self._v6 is not None and self._v6.transport is not None:
+            self._v6.transport.close()
 
     async def wait_closed(self) -> None:
         await self._protocol.closed
+        if self._v6 is not None:
+            await self._v6.closed
 
 
 def _open_socket(host: str, port: int, interface: str | None, join_group: bool) -> socket.socket:
@@ -256,6 +281,30 @@ def _open_socket(host: str, port: int, interface: str | None, join_group: bool) 
     return sock
 
 
+def _open_socket6(port: int, interface: str) -> socket.socket:
+    """[::]:port, IPv6 only, member of ff02::fb on `interface`."""
+    ifindex = socket.if_nametoindex(interface)
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        # RFC 6762 §11: hop limit 255 on everything we send.
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+        sock.bind(("::", port))
+        mreq = socket.inet_pton(socket.AF_INET6, MDNS_GROUP6) + struct.pack("=I", ifindex)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def start_mdns(
     service: MdnsService,
     host: str = "0.0.0.0",
@@ -264,6 +313,7 @@ async def start_mdns(
     *,
     join_group: bool = True,
     capture: bool = False,
+    ipv6: bool = False,
     clock: Callable[[], float] = time.monotonic,
 ) -> MdnsServer:
     """Bind, join 224.0.0.251 on `interface` (default route's if None) and start answering.
@@ -282,6 +332,18 @@ async def start_mdns(
         sock.close()
         raise
     name = sock.getsockname()
+    v6: _Protocol | None = None
+    if ipv6 and interface:
+        try:
+            sock6 = _open_socket6(int(name[1]), interface)
+            _t6, v6 = await loop.create_datagram_endpoint(
+                lambda: _Protocol(service, clock), sock=sock6
+            )
+            v6.scope_id = socket.if_nametoindex(interface)
+        except OSError as e:
+            # No IPv6 on this host or link: IPv4 still works, say so once.
+            log.warning("mdns: no IPv6 on %s (%s): answering over IPv4 only", interface, e)
+            v6 = None
     frames: FrameReader | None = None
     if capture and interface:
         try:
@@ -295,13 +357,14 @@ async def start_mdns(
                 raise
             log.warning(NO_CAPTURE_MESSAGE, interface, e.strerror or e)
         else:
-            frames = FrameReader(packet, protocol, MDNS_GROUP, interface)
+            frames = FrameReader(packet, protocol, v6, interface)
     service.capture.set(1 if frames else 0, interface or "any")
     log.info(
-        "mdns: listening on %s:%d (interface %s, MAC from %s)",
+        "mdns: listening on %s:%d%s (interface %s, MAC from %s)",
         name[0],
         name[1],
+        " and [::]" if v6 else "",
         interface or "any",
         "frames" if frames else "neighbour table and DHCP sightings",
     )
-    return MdnsServer(protocol, (str(name[0]), int(name[1])), frames)
+    return MdnsServer(protocol, (str(name[0]), int(name[1])), frames, v6)

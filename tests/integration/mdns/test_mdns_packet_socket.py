@@ -1,4 +1,4 @@
-"""The real AF_PACKET socket with the kernel filter attached, and start-up without CAP_NET_RAW.
+"""Real sockets: AF_PACKET with the kernel filter, start-up without CAP_NET_RAW, rtnetlink.
 
 Both need root (a namespace, or dropping a capability root holds); they skip with the reason
 elsewhere. Traffic goes only between namespaces the test creates.
@@ -16,8 +16,9 @@ import time
 import pytest
 
 from server.mdns.frames import FrameError, parse_frame
+from server.mdns.netlink import NetlinkNeighbours
 from server.mdns.transport import open_packet_socket
-from tests.helpers.netns import SERVER_IP, Topology, netns_call, require_root_netns
+from tests.helpers.netns import SERVER_IP, Node, Topology, netns_call, require_root_netns
 
 pytestmark = pytest.mark.netns
 
@@ -120,3 +121,24 @@ def test_without_cap_net_raw_mdns_starts_and_says_once_what_is_missing() -> None
     out = run_startup([setpriv, "--bounding-set=-net_raw", "--inh-caps=-net_raw", "--"])
     assert out[0] == "0 0 1", out
     assert "CAP_NET_RAW" in out[1] and "IMP_MAC_UNKNOWN" in out[1] and "neighbour table" in out[1]
+
+
+def test_netlink_neighbours_find_an_ipv6_neighbour_by_link_local_address() -> None:
+    require_root_netns("busybox")
+    with Topology(hosts=1, ipv6=True) as tp:
+        host = tp.hosts[0]
+
+        def ll(node: Node) -> str:
+            out = tp.run(node, ["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"])
+            return out.stdout.split("inet6 ", 1)[1].split("/", 1)[0]
+
+        server_ll, host_ll = ll(tp.server), ll(host)
+        table = NetlinkNeighbours("eth0")
+        assert netns_call(tp.server.netns, lambda: table.lookup(host_ll, 0.0)) is None
+        pinged = tp.run(host, ["busybox", "ping", "-6", "-c", "1", "-W", "3", f"{server_ll}%eth0"])
+        assert pinged.returncode == 0, pinged.stdout + pinged.stderr
+        # A miss re-reads the table at once, so the entry made by the ping is found now.
+        found = netns_call(tp.server.netns, lambda: table.lookup(f"{host_ll}%eth0", 1.0))
+        assert found == host.mac
+        other = NetlinkNeighbours("lo")  # the same table, but only entries of another interface
+        assert netns_call(tp.server.netns, lambda: other.lookup(host_ll, 0.0)) is None
