@@ -43,7 +43,8 @@ from server.mdns.neighbours import (
     interface_networks,
 )
 from server.mdns.netlink import NetlinkNeighbours
-from server.mdns.records import build_records
+from server.mdns.probe import Prober
+from server.mdns.records import ServiceRecords, build_records, host_labels
 from server.mdns.service import MdnsService
 from server.mdns.transport import start_mdns
 from server.oauth import http as oauth_web
@@ -321,13 +322,15 @@ async def _run_mdns(app: web.Application) -> AsyncIterator[None]:
             "mdns: cannot tell which address to advertise: set [http] public_url to an address "
             "or set [mdns] interface"
         )
-    records = build_records(
-        endpoint,
-        hostname=s.hostname or f"imprint-{socket.gethostname().split('.')[0]}",
-        addresses=addresses,
-        service=s.service,
-        instance_name=s.instance_name,
-    )
+    hostname = s.hostname or f"imprint-{socket.gethostname().split('.')[0]}"
+
+    def build(instance: str, host: str) -> ServiceRecords:
+        return build_records(
+            endpoint, hostname=host, addresses=addresses, service=s.service, instance_name=instance
+        )
+
+    prober = Prober(s.instance_name, host_labels(hostname)[0].decode(), build)
+    records = prober.records
     neighbours = NeighbourResolver(
         static=s.static_neighbours,
         kernel=None if loopback else KernelNeighbours(iface),
@@ -352,6 +355,11 @@ async def _run_mdns(app: web.Application) -> AsyncIterator[None]:
         capture=s.capture_frames and not loopback,
         ipv6=ipv6,
     )
+    if not loopback and iface:
+        # RFC 6762 §8: the names are probed before start-up completes (about 0.75 s).
+        claimer = server.claim(prober, announce=s.announce, interface=iface)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(claimer.claimed.wait(), 10)
     log.info(
         "mDNS responder for %s.local. on %s:%d%s",
         s.service,

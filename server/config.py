@@ -156,6 +156,12 @@ class MdnsSettings(_Section):
         description="also join ff02::fb on the interface and answer IPv6 queriers, with AAAA "
         "records for the interface's IPv6 addresses (link-local included)",
     )
+    announce: bool = Field(
+        default=False,
+        description="after probing, multicast our records twice (RFC 6762 §8.3) and a goodbye "
+        "at shutdown. Off by default: an announcement tells every host on the link, registered "
+        "or not, that the service exists; off, only answered devices hear of it",
+    )
     capture_frames: bool = Field(
         default=True,
         description="read queries as Ethernet frames (AF_PACKET, needs CAP_NET_RAW) to learn the "

@@ -24,14 +24,17 @@ import contextlib
 import ctypes
 import errno
 import logging
+import random
 import socket
 import struct
 import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from server.mdns.codec import DecodeError, decode_records
 from server.mdns.frames import SNAP_LEN, FrameError, mdns_filter, pack_filter, parse_frame
-from server.mdns.responder import IgnoreReason
+from server.mdns.probe import ANNOUNCE_INTERVAL, ANNOUNCEMENTS, PROBE_INTERVAL, PROBES, Prober
+from server.mdns.responder import MDNS_PORT, IgnoreReason
 from server.mdns.service import MdnsService
 
 MDNS_GROUP = "224.0.0.251"
@@ -76,10 +79,30 @@ class _Protocol(asyncio.DatagramProtocol):
             return
         # A bad datagram must never stop the responder: count whatever escapes and carry on.
         try:
-            self.send(self.service.handle(data, addr, self.clock()))
+            self.send_later(*self.service.respond(data, addr, self.clock(), None, random.random()))
         except Exception:
             self.service.dropped.inc(TRANSPORT_ERROR)
             log.exception("mdns: transport error on a datagram from %r", addr)
+
+    def send_later(self, delay: float, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
+        if not datagrams:
+            return
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self.send, datagrams)
+        else:
+            self.send(datagrams)
+
+    def multicast(self, payload: bytes) -> None:
+        """Send `payload` to the mDNS group of this socket's family on its interface."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        dest: tuple[Any, ...] = (
+            (MDNS_GROUP6, MDNS_PORT, 0, self.scope_id) if self.scope_id else (MDNS_GROUP, MDNS_PORT)
+        )
+        try:
+            self.transport.sendto(payload, dest)
+        except OSError as e:
+            self.service.count_send_error(e)
 
     def send(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
         for payload, dest in datagrams:
@@ -154,7 +177,11 @@ class FrameReader:
             service.received.inc()
             service.dropped.inc(NOT_FOR_US)
             return
-        sender.send(service.handle(d.payload, (d.src_ip, d.src_port), sender.clock(), d.src_mac))
+        sender.send_later(
+            *service.respond(
+                d.payload, (d.src_ip, d.src_port), sender.clock(), d.src_mac, random.random()
+            )
+        )
 
     def close(self) -> None:
         self._protocol.frames_answer = False
@@ -187,6 +214,116 @@ def open_packet_socket(interface: str, port: int = 5353) -> socket.socket:
     return sock
 
 
+class Claimer:
+    """Probes for our names, renames on a conflict, announces (RFC 6762 §8, §9); see probe.py."""
+
+    def __init__(
+        self, prober: Prober, senders: list[_Protocol], announce: bool, interface: str
+    ) -> None:
+        self.prober = prober
+        self._senders = senders
+        self._service = senders[0].service
+        self._announce = announce
+        self.interface = interface
+        self.announced = False
+        self.claimed = asyncio.Event()
+        self._conflict = asyncio.Event()
+        self._clash = (False, False)
+        self._service.on_response = self.response
+        self.task = asyncio.get_running_loop().create_task(self._run(), name="mdns-claim")
+
+    def response(self, data: bytes, ip: str) -> None:
+        """A peer's response arrived: note a clash with a name of ours."""
+        try:
+            flags, records = decode_records(data)
+        except DecodeError:
+            return
+        inst, host = self.prober.conflicts(flags, records)
+        if inst or host:
+            self._clash = (self._clash[0] or inst, self._clash[1] or host)
+            log.warning(
+                "mdns: %s answers for %s on %s: name conflict",
+                ip,
+                self.prober.records.instance if inst else self.prober.records.host,
+                self.interface,
+            )
+            self._conflict.set()
+
+    def _multicast(self, payload: bytes) -> None:
+        for sender in self._senders:
+            sender.multicast(payload)
+
+    async def _wait_conflict(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._conflict.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def _rename(self) -> bool:
+        inst, host = self._clash
+        self._clash = (False, False)
+        self._conflict.clear()
+        old = (self.prober.instance, self.prober.host)
+        if not self.prober.rename(inst, host):
+            log.error(
+                "mdns: still conflicting after %d renames on %s: keeping %r",
+                self.prober.renames,
+                self.interface,
+                self.prober.instance,
+            )
+            return False
+        self._service.set_records(self.prober.records)
+        self._service.renames.inc()
+        log.warning(
+            "mdns: renamed %r/%r to %r/%r on %s (RFC 6762 §9)",
+            *old,
+            self.prober.instance,
+            self.prober.host,
+            self.interface,
+        )
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            conflict = False
+            for i in range(PROBES):
+                self._multicast(self.prober.probe(first=i == 0))
+                if await self._wait_conflict(PROBE_INTERVAL):
+                    conflict = True
+                    break
+            if conflict and self._rename():
+                continue
+            self.claimed.set()
+            log.info(
+                "mdns: %s and %s are ours on %s",
+                self.prober.records.instance,
+                self.prober.records.host,
+                self.interface,
+            )
+            if self._announce:
+                for i in range(ANNOUNCEMENTS):
+                    self._multicast(self.prober.announcement())
+                    self.announced = True
+                    if i + 1 < ANNOUNCEMENTS and await self._wait_conflict(ANNOUNCE_INTERVAL):
+                        break
+            await self._conflict.wait()  # a conflict after start-up (§9): rename, probe again
+            if not self._rename():
+                return
+            self.claimed.clear()
+
+    def goodbye(self) -> bool:
+        """Multicast TTL 0 for everything announced; False if nothing was announced."""
+        if not self.announced:
+            return False
+        self._multicast(self.prober.goodbye())
+        return True
+
+    def close(self) -> None:
+        self.task.cancel()
+        self._service.on_response = None
+
+
 NO_CAPTURE_MESSAGE = (
     "mdns: frame capture off on %s: %s (the AF_PACKET socket needs CAP_NET_RAW). The querier's "
     "MAC now comes only from the kernel neighbour table and DHCP sightings, so a registered "
@@ -209,6 +346,13 @@ class MdnsServer:
         self._v6 = v6
         self.address = sock_name
         self.frames = frames
+        self.claimer: Claimer | None = None
+
+    def claim(self, prober: Prober, *, announce: bool, interface: str) -> Claimer:
+        """Start probing for our names in the background (RFC 6762 §8), then announce."""
+        senders = [self._protocol] + ([self._v6] if self._v6 is not None else [])
+        self.claimer = Claimer(prober, senders, announce, interface)
+        return self.claimer
 
     @property
     def ipv6(self) -> bool:
@@ -241,7 +385,12 @@ class MdnsServer:
         if self.frames is not None:
             self.frames.close()
             self.frames = None
-        if goodbye:
+        claimer, self.claimer = self.claimer, None
+        if claimer is not None:
+            claimer.close()
+        # After a multicast announcement every host may hold our records: withdraw them from
+        # the group (§10.1). Otherwise only the queriers we answered can, so tell just them.
+        if goodbye and not (claimer is not None and claimer.goodbye()):
             self.send_goodbyes()
         transport.close()  # asyncio flushes queued datagrams before the socket closes
         if self._v6 is not None and self._v6.transport is not None:
@@ -274,6 +423,8 @@ def _open_socket(host: str, port: int, interface: str | None, join_group: bool) 
                 "=4s4si", socket.inet_aton(MDNS_GROUP), socket.inet_aton("0.0.0.0"), ifindex
             )
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+            if ifindex:  # probes and announcements leave on this link, not the default route's
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
         sock.setblocking(False)
     except BaseException:
         sock.close()
