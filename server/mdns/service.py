@@ -44,10 +44,12 @@ class MdnsService:
         cache_size: int = 128,
         max_goodbye_peers: int = 1024,
         logger: logging.Logger | None = None,
+        link: str = "",
     ) -> None:
         # `index` is the live registry mapping the store mutates: read on every packet, never
         # copied, so a registration applies to the next query.
         self._index = index
+        self.link = link  # the interface this responder answers on, for logs
         self._neighbours = neighbours
         self._responder = Responder(
             records,
@@ -160,7 +162,8 @@ class MdnsService:
         self.decisions.inc(verdict, decision.reason.value)
         self.mac_sources.inc(how, verdict)
         self._log.info(
-            "mdns query source=%s:%d mac=%s via=%s qname=%s decision=%s reason=%s",
+            "mdns query link=%s source=%s:%d mac=%s via=%s qname=%s decision=%s reason=%s",
+            self.link or "-",
             ip,
             port,
             mac or "-",

@@ -402,6 +402,16 @@ class MdnsServer:
             await self._v6.closed
 
 
+def _bind_device(sock: socket.socket, interface: str) -> None:
+    """Receive and send only on `interface`: with one socket per link on the same port, a
+    unicast query reaches the socket of the link it came in on (SO_BINDTODEVICE)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+    except PermissionError:
+        # Kernels before 5.7 want CAP_NET_RAW for this; the on-link check still applies.
+        log.warning("mdns: cannot bind the UDP socket to %s (needs CAP_NET_RAW)", interface)
+
+
 def _open_socket(host: str, port: int, interface: str | None, join_group: bool) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
@@ -416,6 +426,8 @@ def _open_socket(host: str, port: int, interface: str | None, join_group: bool) 
         # Only groups this socket joined: not 224.0.0.251 joined by avahi on other links.
         with contextlib.suppress(OSError):  # not Linux
             sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
+        if interface and interface != "lo":
+            _bind_device(sock, interface)
         sock.bind((host, port))
         if join_group:
             ifindex = socket.if_nametoindex(interface) if interface else 0
@@ -446,6 +458,7 @@ def _open_socket6(port: int, interface: str) -> socket.socket:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+        _bind_device(sock, interface)
         sock.bind(("::", port))
         mreq = socket.inet_pton(socket.AF_INET6, MDNS_GROUP6) + struct.pack("=I", ifindex)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
