@@ -201,3 +201,54 @@ def test_unregistered_host_gets_nothing_from_zeroconf_or_dig(frames_lab: Lab, fa
     # The server did see the queries and knew the MAC from the frame: silence was the policy's.
     assert sources(srv, "frame", "ignore") > before
     assert re.search(rf"mac={h2.mac} via=frame .* reason=IMP_UNREGISTERED", srv.log())
+
+
+@pytest.fixture(scope="module")
+def fallback_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The same, with `capture_frames = false`: what a server without CAP_NET_RAW does."""
+    require_root_netns("busybox")
+    overrides = {
+        "http": {"port": HTTP_PORT},
+        "mdns": {
+            "enabled": True,
+            "interface": "eth0",
+            "hostname": HOSTNAME,
+            "instance_name": INSTANCE,
+            "capture_frames": False,
+        },
+    }
+    with (
+        Topology(hosts=1, ipv6=True) as tp,
+        ImprintServer(tp, tp.server, tmp_path_factory.mktemp("mdns-fallback"), overrides) as srv,
+    ):
+        srv.create_tenant(TENANT)
+        srv.import_devices(TENANT, [tp.hosts[0].mac])
+        srv.start()
+        assert srv.metrics().value("imprint_mdns_frame_capture", interface="eth0") == 0
+        yield Lab(tp, srv, srv.served_fingerprint(), link_local(tp, tp.server))
+        assert srv.stop() == 0, srv.log()[-3000:]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_without_frames_the_mac_comes_from_the_neighbour_table_once_the_host_talked(
+    fallback_lab: Lab, family: int
+) -> None:
+    """The cost of running without CAP_NET_RAW, and the IPv6 neighbour table read over netlink."""
+    tp, srv = fallback_lab.tp, fallback_lab.srv
+    h1 = tp.hosts[0]
+    forget(tp, h1)
+    unknown = sources(srv, "unknown", "ignore")
+    assert browse(fallback_lab, h1, family, wait=2) == {"names": [], "info": None}
+    assert sources(srv, "unknown", "ignore") > unknown  # IMP_MAC_UNKNOWN: never saw this host
+    target = SERVER_IP if family == 4 else f"{fallback_lab.server_ll}%eth0"
+    ping = ["busybox", "ping", f"-{family}", "-c", "1", "-W", "3", target]
+    done = tp.run(h1, ping, timeout=15)
+    assert done.returncode == 0, done.stdout + done.stderr
+    before = sources(srv, "neighbour", "answer")
+    result = browse(fallback_lab, h1, family, wait=8)
+    assert resolved(result) == expected(fallback_lab), srv.log()[-2000:]
+    assert sources(srv, "neighbour", "answer") > before
+    source = h1.ip if family == 4 else link_local(tp, h1)
+    assert re.search(
+        rf"source={re.escape(source)}(%eth0)?:5353 mac={h1.mac} via=neighbour", srv.log()
+    )
