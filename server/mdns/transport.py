@@ -32,7 +32,14 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from server.mdns.codec import DecodeError, decode_records
-from server.mdns.frames import SNAP_LEN, FrameError, mdns_filter, pack_filter, parse_frame
+from server.mdns.frames import (
+    BPF_RET_K,
+    SNAP_LEN,
+    FrameError,
+    mdns_filter,
+    pack_filter,
+    parse_frame,
+)
 from server.mdns.probe import ANNOUNCE_INTERVAL, ANNOUNCEMENTS, PROBE_INTERVAL, PROBES, Prober
 from server.mdns.responder import MDNS_PORT, IgnoreReason
 from server.mdns.service import MdnsService
@@ -138,9 +145,10 @@ class FrameReader:
         self.interface = interface
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._readable)
-        protocol.frames_answer = True
-        if v6 is not None:
-            v6.frames_answer = True
+        for p in (protocol, v6):
+            if p is not None:
+                p.frames_answer = True
+                _udp_filter(p, True)
 
     def _readable(self) -> None:
         service = self._protocol.service
@@ -184,12 +192,38 @@ class FrameReader:
         )
 
     def close(self) -> None:
-        self._protocol.frames_answer = False
-        if self._v6 is not None:
-            self._v6.frames_answer = False
+        for p in (self._protocol, self._v6):
+            if p is not None:
+                p.frames_answer = False
+                _udp_filter(p, False)
         with contextlib.suppress(Exception):
             self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
+
+
+_SO_DETACH_FILTER = 27
+_DROP_ALL = pack_filter(((BPF_RET_K, 0, 0, 0),))
+
+
+def _attach(sock: Any, program: bytes) -> None:
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buf))  # struct sock_fprog
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+
+
+def _udp_filter(protocol: _Protocol, drop: bool) -> None:
+    """While frames are answered, the kernel drops the UDP socket's copy of every datagram
+    (a socket filter returning 0), so none is queued, woken for, or read twice."""
+    if protocol.transport is None:
+        return
+    sock = protocol.transport.get_extra_info("socket")
+    try:
+        if drop:
+            _attach(sock, _DROP_ALL)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_DETACH_FILTER, 0)
+    except OSError as e:  # the frames_answer flag still keeps the copies from being answered
+        log.debug("mdns: UDP socket filter not %s: %s", "set" if drop else "removed", e)
 
 
 def open_packet_socket(interface: str, port: int = 5353) -> socket.socket:
@@ -200,10 +234,7 @@ def open_packet_socket(interface: str, port: int = 5353) -> socket.socket:
     # Protocol 0 receives nothing until bound: the filter is in place before the first frame.
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
-        program = pack_filter(mdns_filter(port))
-        buf = ctypes.create_string_buffer(program, len(program))
-        fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buf))  # struct sock_fprog
-        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+        _attach(sock, pack_filter(mdns_filter(port)))
         with contextlib.suppress(OSError):  # Linux >= 4.20; else skipped by pkttype
             sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
         sock.bind((interface, _ETH_P_ALL))

@@ -142,3 +142,61 @@ def test_netlink_neighbours_find_an_ipv6_neighbour_by_link_local_address() -> No
         assert found == host.mac
         other = NetlinkNeighbours("lo")  # the same table, but only entries of another interface
         assert netns_call(tp.server.netns, lambda: other.lookup(host_ll, 0.0)) is None
+
+
+CAPTURING = r"""
+import asyncio, sys
+from server.core.metrics import Registry
+from server.mdns.neighbours import NeighbourResolver, interface_networks
+from server.mdns.records import build_records
+from server.mdns.service import MdnsService
+from server.mdns.transport import start_mdns
+from server.registry.model import DeviceState, DeviceView, ProvisioningEndpoint
+
+MAC = sys.argv[1]
+
+async def main():
+    service = MdnsService(
+        build_records(ProvisioningEndpoint("https", "198.18.77.1", 8443, "/p", ""),
+                      hostname="imprint", addresses=["198.18.77.1"]),
+        {MAC: DeviceView(MAC, "t", "T", DeviceState.AWAITING_ACTIVATION, "")},
+        networks=interface_networks("eth0"), neighbours=NeighbourResolver(), metrics=Registry())
+    srv = await start_mdns(service, "0.0.0.0", 5353, "eth0", capture=True)
+    print("ready", flush=True)
+    await asyncio.sleep(2.0)
+    port = f"{srv.address[1]:04X}"
+    drops = [int(line.split()[-1]) for line in open("/proc/net/udp").read().splitlines()[1:]
+             if line.split()[1].endswith(":" + port)]
+    print(int(service.received.value()), service.answers.value("legacy"), drops, flush=True)
+    srv.close(goodbye=False)
+    await srv.wait_closed()
+
+asyncio.run(main())
+"""
+
+
+def test_while_frames_are_answered_the_kernel_drops_the_udp_copies() -> None:
+    """Each query is read once (as a frame); its UDP copy is dropped by a socket filter."""
+    require_root_netns()
+    with Topology(hosts=1) as tp:
+        host = tp.hosts[0]
+        proc = tp.popen_python(tp.server, CAPTURING, host.mac)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        query = bytes.fromhex("000100000001000000000000") + (
+            b"\x08_imprint\x04_tcp\x05local\x00\x00\x0c\x00\x01"
+        )
+        with tp.socket(host, socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((host.ip, 0))
+            udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(host.ip))
+            udp.settimeout(2)
+            answers = 0
+            for _ in range(3):
+                udp.sendto(query, ("224.0.0.251", 5353))
+                udp.recv(4096)
+                answers += 1
+        out, err = proc.communicate(timeout=10)
+    assert answers == 3
+    received, legacy, drops = out.split(" ", 2)
+    assert (received, legacy) == ("3", "3"), out + err  # each query handled once
+    assert drops.strip() == "[3]", out + err  # the three UDP copies, dropped in the kernel
