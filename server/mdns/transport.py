@@ -547,8 +547,9 @@ async def start_mdns(
             log.warning(NO_CAPTURE_MESSAGE, interface, e.strerror or e)
         except OSError as e:
             if e.errno not in (errno.EPERM, errno.EACCES):
-                if protocol.transport is not None:
-                    protocol.transport.close()
+                for p in (protocol, v6):
+                    if p is not None and p.transport is not None:
+                        p.transport.close()
                 raise
             log.warning(NO_CAPTURE_MESSAGE, interface, e.strerror or e)
         else:
