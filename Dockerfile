@@ -20,8 +20,9 @@ COPY device_emulator ./device_emulator
 # The server only: scapy (GPL-2.0-only, used by the emulator and tests) is not installed.
 RUN pip install --no-cache-dir . && rm -rf /src
 
-# Non-root, yet allowed to bind UDP 67 and HTTPS 443 and to send full mode's probe for another
-# DHCP server: Docker gives a non-root user no ambient capabilities, so the two go on the
+# Non-root, yet allowed to bind UDP 67 and HTTPS 443 and to open AF_PACKET sockets (mDNS reads
+# each query as a frame to learn the querier's MAC; full mode's probe for another DHCP server):
+# Docker gives a non-root user no ambient capabilities, so the two go on the
 # interpreter as file capabilities (what `setcap cap_net_bind_service,cap_net_raw+ep` writes:
 # struct vfs_cap_data revision 2, effective, permitted bits 10 and 13). They take effect only
 # while the container's bounding set holds them (keep the two --cap-add above) and not under

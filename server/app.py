@@ -38,9 +38,11 @@ from server.mdns.neighbours import (
     interface_addresses,
     interface_networks,
 )
-from server.mdns.records import build_records
+from server.mdns.netlink import NetlinkNeighbours
+from server.mdns.probe import Prober
+from server.mdns.records import ServiceRecords, build_records, host_labels
 from server.mdns.service import MdnsService
-from server.mdns.transport import start_mdns
+from server.mdns.transport import MdnsServer, start_mdns
 from server.oauth import http as oauth_web
 from server.oauth.keys import SIGNING_KEY_NAME, CodeKeys, SigningKey
 from server.oauth.service import OAuthService
@@ -307,54 +309,92 @@ async def _run_mdns(app: web.Application) -> AsyncIterator[None]:
     if not s.enabled:
         yield
         return
+    links: list[str | None] = list(s.links) or [None]
+    servers: list[MdnsServer] = []
+    try:
+        for iface in links:
+            servers.append(await _start_mdns_link(svc, iface, several=len(links) > 1))
+        yield
+    finally:
+        for server in servers:
+            server.close(goodbye=True)
+        for server in servers:
+            await server.wait_closed()
+
+
+async def _start_mdns_link(svc: Services, link: str | None, *, several: bool) -> MdnsServer:
+    """One responder on one link (mDNS is link-local): its own addresses, records and names."""
+    s = svc.settings.mdns
     endpoint = provisioning_endpoint(svc)
-    loopback = s.interface == "lo" or (s.interface is None and _is_loopback(s.host))
-    iface = "lo" if loopback else s.interface
+    loopback = link == "lo" or (link is None and _is_loopback(s.host))
+    iface = "lo" if loopback else link
     networks = interface_networks(iface)
-    addresses = [endpoint.host] if _is_ip(endpoint.host) else []
+    # With several links each advertises its own addresses; with one, the public URL's address
+    # when it is one (the address devices are told to use).
+    addresses = [endpoint.host] if _is_ip(endpoint.host) and not several else []
     if not addresses and iface:
-        addresses = interface_addresses(iface)
+        addresses = [a for a in interface_addresses(iface) if ":" not in a or not several]
+    ipv6 = s.ipv6 and not loopback and iface is not None
+    if ipv6 and iface:
+        # AAAA for this link, link-local included: the answer goes out on this link only.
+        addresses += [
+            a
+            for a in interface_addresses(iface, link_local=True)
+            if ":" in a and a not in addresses
+        ]
     if not addresses:
         raise ConfigError(
-            "mdns: cannot tell which address to advertise: set [http] public_url to an address "
-            "or set [mdns] interface"
+            f"mdns: cannot tell which address to advertise on {iface or 'any interface'}: set "
+            "[http] public_url to an address or set [mdns] interfaces to links with an address"
         )
-    records = build_records(
-        endpoint,
-        hostname=s.hostname or f"imprint-{socket.gethostname().split('.')[0]}",
-        addresses=addresses,
-        service=s.service,
-        instance_name=s.instance_name,
-    )
+    hostname = s.hostname or f"imprint-{socket.gethostname().split('.')[0]}"
+
+    def build(instance: str, host: str) -> ServiceRecords:
+        return build_records(
+            endpoint, hostname=host, addresses=addresses, service=s.service, instance_name=instance
+        )
+
+    prober = Prober(s.instance_name, host_labels(hostname)[0].decode(), build)
     neighbours = NeighbourResolver(
         static=s.static_neighbours,
         kernel=None if loopback else KernelNeighbours(iface),
+        kernel6=NetlinkNeighbours(iface) if ipv6 else None,
         leases=svc.sightings.mac_of,
     )
     service = MdnsService(
-        records,
+        prober.records,
         svc.registry.index,
         networks=networks,
         neighbours=neighbours,
         metrics=svc.metrics,
         rate=s.rate_per_source,
         burst=s.burst_per_source,
+        link=iface or "",
     )
     server = await start_mdns(
-        service, s.host, s.port, None if loopback else iface, join_group=not loopback
+        service,
+        s.host,
+        s.port,
+        None if loopback else iface,
+        join_group=not loopback,
+        capture=s.capture_frames and not loopback,
+        ipv6=ipv6,
     )
+    if not loopback and iface:
+        # RFC 6762 §8: the names are probed before start-up completes (about 0.75 s).
+        claimer = server.claim(prober, announce=s.announce, interface=iface)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(claimer.claimed.wait(), 10)
     log.info(
         "mDNS responder for %s.local. on %s:%d%s",
         s.service,
         s.host,
         s.port,
-        " (lab: static neighbours, no multicast group)" if loopback else f" interface {iface}",
+        " (lab: static neighbours, no multicast group)"
+        if loopback
+        else f" interface {iface}, addresses {', '.join(addresses)}",
     )
-    try:
-        yield
-    finally:
-        server.close(goodbye=True)
-        await server.wait_closed()
+    return server
 
 
 def _is_ip(text: str) -> bool:

@@ -184,7 +184,12 @@ class DhcpSettings(_Section):
 
 class MdnsSettings(_Section):
     enabled: bool = False
-    interface: str | None = None
+    interface: str | None = Field(default=None, description="one link; same as interfaces = [it]")
+    interfaces: list[str] = Field(
+        default_factory=list,
+        description="links to answer on, e.g. VLAN sub-interfaces ['eth0.100', 'eth0.200']: each "
+        "answers with its own addresses, only the queries that came in on it",
+    )
     service: str = "_imprint._tcp"
     host: str = "0.0.0.0"
     port: int = Field(default=5353, ge=0, le=65535)
@@ -192,6 +197,22 @@ class MdnsSettings(_Section):
     hostname: str | None = None
     static_neighbours: dict[str, str] = Field(
         default_factory=dict, description="lab: source IP -> MAC where there is no L2 to learn from"
+    )
+    ipv6: bool = Field(
+        default=True,
+        description="also join ff02::fb on the interface and answer IPv6 queriers, with AAAA "
+        "records for the interface's IPv6 addresses (link-local included)",
+    )
+    announce: bool = Field(
+        default=False,
+        description="after probing, multicast our records twice (RFC 6762 §8.3) and a goodbye "
+        "at shutdown. Off by default: an announcement tells every host on the link, registered "
+        "or not, that the service exists; off, only answered devices hear of it",
+    )
+    capture_frames: bool = Field(
+        default=True,
+        description="read queries as Ethernet frames (AF_PACKET, needs CAP_NET_RAW) to learn the "
+        "querier's MAC from its own frame; without the capability the neighbour table is used",
     )
     rate_per_source: float = Field(
         default=1.0, gt=0, description="mDNS queries per second answered for one source address"
@@ -208,6 +229,28 @@ class MdnsSettings(_Section):
         if not 1 <= len(parts[0]) - 1 <= 15:
             raise ValueError(f"service name {parts[0][1:]!r} must be 1-15 characters (RFC 6335)")
         return v
+
+    @model_validator(mode="after")
+    def _links(self) -> MdnsSettings:
+        names = [n.strip() for n in self.interfaces]
+        if any(not n for n in names):
+            raise ValueError("interfaces: an interface name is empty")
+        if len(set(names)) != len(names):
+            raise ValueError(f"interfaces: {names} names an interface twice")
+        if self.interface and names and names != [self.interface]:
+            raise ValueError(
+                f"interface = {self.interface!r} and interfaces = {names} are both set: "
+                "keep only interfaces"
+            )
+        if "lo" in names and len(names) > 1:
+            raise ValueError("interfaces: 'lo' (lab mode) cannot be combined with other links")
+        return self
+
+    @property
+    def links(self) -> list[str]:
+        """Every interface to answer on: `interfaces`, else `[interface]`, else []."""
+        names = [n.strip() for n in self.interfaces]
+        return names or ([self.interface] if self.interface else [])
 
 
 class CodesSettings(_Section):

@@ -211,8 +211,12 @@ def _walk_name(data: bytes, pos: int) -> int:
         pos = stop
 
 
-def _walk(data: bytes, counts: tuple[int, int, int, int]) -> _Layout:
-    """Validate framing and names of every section; return where the entries we use are."""
+def _walk(data: bytes, counts: tuple[int, int, int, int], every: bool = False) -> _Layout:
+    """Validate framing and names of every section; return where the entries we use are.
+
+    Records of the types we hold are listed from the answer section, or with `every` from all
+    three record sections (a response's records, for conflict detection).
+    """
     n = len(data)
     qd, an, ns, ar = counts
     pos = HEADER_LEN
@@ -244,7 +248,7 @@ def _walk(data: bytes, counts: tuple[int, int, int, int]) -> _Layout:
             pos = rdata + rdlength
             if pos > n:
                 raise DecodeError(DecodeReason.TRUNCATED, f"rdata of record at {start} cut short")
-            if section == 0 and rtype in _KNOWN_ANSWER_TYPES:
+            if (section == 0 or every) and rtype in _KNOWN_ANSWER_TYPES:
                 if rdlength == 0:
                     raise DecodeError(DecodeReason.BAD_RDATA, f"empty rdata at {start}")
                 at = _RDATA_NAME_AT.get(rtype)
@@ -329,6 +333,49 @@ def decode_query(data: bytes) -> Query:
     return Query(id=msg_id, flags=flags, questions=tuple(questions), known_answers=tuple(known))
 
 
+def decode_records(data: bytes) -> tuple[int, tuple[KnownAnswer, ...]]:
+    """(flags, records of the types we hold in every section) of any mDNS message.
+
+    Used on responses (and probes' authority sections) from other hosts to notice a name of ours
+    in use (RFC 6762 §8.1, §9). Raises DecodeError only.
+    """
+    if len(data) < HEADER_LEN:
+        raise DecodeError(DecodeReason.TRUNCATED, f"{len(data)} bytes, shorter than a header")
+    _id, flags, qd, an, ns, ar = struct.unpack_from("!6H", data)
+    layout = _walk(data, (qd, an, ns, ar), every=True)
+    buf = DNSBuffer(data)
+    out: list[KnownAnswer] = []
+    try:
+        for start, end in layout.answers:
+            buf.offset = start
+            rr = RR.parse(buf)
+            if buf.offset != end:
+                raise DecodeError(DecodeReason.BAD_RDATA, f"record at {start}: length differs")
+            out.append(_known_answer(rr))
+    except DecodeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - dnslib raises many kinds; a peer's bytes, not ours
+        raise DecodeError(DecodeReason.MALFORMED, f"{type(e).__name__}: {e}") from None
+    return flags, tuple(out)
+
+
+def encode_probe(names: Sequence[str], authority: Sequence[Record], *, qu: bool) -> bytes:
+    """A probe query (RFC 6762 §8.1): type ANY for each name, our proposed records as authority."""
+    header = DNSHeader(id=0, bitmap=0)
+    record = DNSRecord(
+        header,
+        [
+            DNSQuestion(DNSLabel(text_to_labels(n)), 255, CLASS_IN | (TOP_BIT if qu else 0))
+            for n in names
+        ],
+        [],
+        auth=[_rr(r, False, None, flush=False) for r in authority],
+    )
+    packed = record.pack()
+    assert isinstance(packed, bytes | bytearray)
+    return bytes(packed)
+
+
 def _rdata(record: Record) -> object:
     rd = record.rdata
     if isinstance(rd, PtrData):
@@ -341,13 +388,13 @@ def _rdata(record: Record) -> object:
     return A(tuple(rd.packed)) if record.rtype == TYPE_A else AAAA(tuple(rd.packed))
 
 
-def _rr(record: Record, legacy: bool, ttl: int | None) -> object:
+def _rr(record: Record, legacy: bool, ttl: int | None, *, flush: bool = True) -> object:
     value = record.ttl if ttl is None else ttl
     rclass = CLASS_IN
     if legacy:
         # RFC 6762 §6.7: TTL at most 10 s and no cache-flush bit to a legacy resolver.
         value = min(value, LEGACY_MAX_TTL)
-    elif record.unique:
+    elif record.unique and flush:  # §10.2: never in a probe's authority section
         rclass |= TOP_BIT  # §10.2 cache-flush: this record set is all there is
     return RR(DNSLabel(record.labels), record.rtype, rclass, value, _rdata(record))
 

@@ -6,7 +6,7 @@ policy decides on. `NeighbourResolver.resolve` tries, in order:
 1. the MAC from the query's own Ethernet frame, when the transport captures raw frames
    (AF_PACKET; `frame_mac` argument): the only source that is right for a host we never spoke to;
 2. a static map `[mdns] static_neighbours = {"127.0.0.1" = "02:00:5e:00:01:01"}`;
-3. the kernel neighbour table (/proc/net/arp, IPv4 only: IPv6 neighbours need netlink);
+3. the kernel neighbour table: /proc/net/arp for IPv4, rtnetlink (server.mdns.netlink) for IPv6;
 4. a callback the composition root wires to the DHCP lease table (full mode) or to the MACs seen
    in DHCP requests.
 
@@ -31,13 +31,13 @@ import struct
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from server.core.mac import MacError, normalize_mac
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LeaseLookup = Callable[[str], str | None]
-Source = Literal["frame", "static", "kernel", "lease", "unknown"]
+Source = Literal["frame", "static", "neighbour", "lease", "unknown"]
 
 _ATF_COM = 0x02  # completed entry (linux/if_arp.h)
 _RTF_UP = 0x0001
@@ -162,11 +162,14 @@ def parse_if_inet6(text: str, interface: str) -> list[ipaddress.IPv6Address]:
     return out
 
 
-def interface_addresses(interface: str, proc: Path = Path("/proc")) -> list[str]:
-    """Addresses to advertise in A/AAAA for `interface`: its primary IPv4, then IPv6 (not fe80).
+def interface_addresses(
+    interface: str, proc: Path = Path("/proc"), *, link_local: bool = False
+) -> list[str]:
+    """Addresses to advertise in A/AAAA for `interface`: its primary IPv4, then IPv6.
 
-    Link-local IPv6 addresses are left out: an AAAA record carries no scope, so a device could
-    not tell which link to use. Returns [] if the interface has no address.
+    Link-local IPv6 addresses only with `link_local`: an AAAA record carries no scope, so it is
+    right only in an answer sent on that one link (mDNS answers are: RFC 6762 §6.2, §15).
+    Returns [] if the interface has no address.
     """
     out: list[str] = []
     with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -175,7 +178,9 @@ def interface_addresses(interface: str, proc: Path = Path("/proc")) -> list[str]
         out.append(socket.inet_ntoa(res[20:24]))  # ifreq: name[16], sockaddr_in (port at 18)
     with contextlib.suppress(OSError):
         text = (proc / "net/if_inet6").read_text()
-        out.extend(str(a) for a in parse_if_inet6(text, interface) if not a.is_link_local)
+        out.extend(
+            str(a) for a in parse_if_inet6(text, interface) if link_local or not a.is_link_local
+        )
     return out
 
 
@@ -234,6 +239,10 @@ class KernelNeighbours:
         return mac
 
 
+class NeighbourTable(Protocol):
+    def lookup(self, ip: str, now: float) -> str | None: ...
+
+
 class NeighbourResolver:
     """Source IP -> MAC, trying the frame, the static map, the kernel table, then the leases."""
 
@@ -241,11 +250,13 @@ class NeighbourResolver:
         self,
         *,
         static: Mapping[str, str] | None = None,
-        kernel: KernelNeighbours | None = None,
+        kernel: NeighbourTable | None = None,
+        kernel6: NeighbourTable | None = None,
         leases: LeaseLookup | None = None,
     ) -> None:
         self._static = parse_static_neighbours(static or {})
         self._kernel = kernel
+        self._kernel6 = kernel6
         self._leases = leases
 
     def resolve(
@@ -258,10 +269,11 @@ class NeighbourResolver:
         mac = self._static.get(ip)
         if mac is not None:
             return mac, "static"
-        if self._kernel is not None:
-            mac = self._kernel.lookup(ip, now)
+        table = self._kernel6 if ":" in ip else self._kernel
+        if table is not None:
+            mac = table.lookup(ip, now)
             if mac is not None:
-                return mac, "kernel"
+                return mac, "neighbour"
         if self._leases is not None:
             found = self._leases(ip)
             if found is not None:

@@ -6,7 +6,8 @@ only by unicast, so that hosts on the LAN that are not registered devices never 
 provisioning service exists. Per-device records are never announced unsolicited.
 
 - QU question from port 5353 (§5.4): unicast to source:5353.
-- QM question from port 5353: also unicast to source:5353 (the departure above).
+- QM question from port 5353: also unicast to source:5353 (the departure above), after the
+  20-120 ms delay of §6 when the answer holds a shared record (a PTR).
 - Any query from another port is legacy unicast (§6.7): unicast to source:port, echo the ID and the
   questions, TTL at most 10 s, no cache-flush bit.
 - Sources that are not on one of our links are ignored (§11); responses never reach here (the
@@ -56,11 +57,18 @@ class Ignore:
     reason: str
 
 
+# RFC 6762 §6: an answer that holds a shared record (our PTRs) to a multicast question waits a
+# random 20-120 ms, so answers from several responders on the link do not collide.
+SHARED_DELAY_MIN = 0.020
+SHARED_DELAY_SPAN = 0.100
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     payload: bytes
     dest: tuple[str, int]
     kind: ReplyKind
+    delay: float = 0.0  # seconds to wait before sending
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +170,11 @@ class Responder:
         selection = (tuple(answers), tuple(i for i in extra if i not in answers))
         return Pending(query, dest, kind, selection, qname)
 
-    def answer(self, pending: Pending, decision: Decision) -> Reply | Ignore:
-        """The reply for a screened query given the policy decision on the querier's MAC."""
+    def answer(self, pending: Pending, decision: Decision, jitter: float = 0.0) -> Reply | Ignore:
+        """The reply for a screened query given the policy decision on the querier's MAC.
+
+        `jitter` in [0, 1) picks the §6 delay of a QM answer holding a shared record.
+        """
         if not decision.answer:
             return Ignore(decision.reason.value)
         answers, extra = pending.selection
@@ -203,7 +214,10 @@ class Responder:
         # RFC 6762 §18.1: a unicast response to a particular query carries that query's ID.
         if query.id:
             packet = with_id(packet, query.id)
-        return Reply(packet, pending.dest, pending.kind)
+        delay = 0.0
+        if pending.kind is ReplyKind.QM and any(not records[i].unique for i in answers):
+            delay = SHARED_DELAY_MIN + SHARED_DELAY_SPAN * min(max(jitter, 0.0), 1.0)
+        return Reply(packet, pending.dest, pending.kind, delay)
 
     def respond(
         self, query: Query, src_ip: str, src_port: int, decision: Decision, now: float

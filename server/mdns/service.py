@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from server.core.metrics import Registry
 from server.core.policy import Decision, Reason, decide
 from server.core.ratelimit import TokenBuckets
-from server.mdns.codec import DecodeError, decode_query
+from server.mdns.codec import DecodeError, DecodeReason, decode_query
 from server.mdns.neighbours import NeighbourResolver
 from server.mdns.records import ServiceRecords
 from server.mdns.responder import MDNS_PORT, Ignore, Network, ReplyKind, Responder
@@ -44,10 +44,12 @@ class MdnsService:
         cache_size: int = 128,
         max_goodbye_peers: int = 1024,
         logger: logging.Logger | None = None,
+        link: str = "",
     ) -> None:
         # `index` is the live registry mapping the store mutates: read on every packet, never
         # copied, so a registration applies to the next query.
         self._index = index
+        self.link = link  # the interface this responder answers on, for logs
         self._neighbours = neighbours
         self._responder = Responder(
             records,
@@ -56,6 +58,8 @@ class MdnsService:
             cache_size=cache_size,
         )
         self._log = logger or logging.getLogger("imprint.mdns")
+        # Set by the transport while it claims our names: gets every response from a peer.
+        self.on_response: Callable[[bytes, str], None] | None = None
         self._peers: OrderedDict[str, float] = OrderedDict()  # answered via 5353 -> when
         self._max_peers = max_goodbye_peers
         self.received = metrics.counter(
@@ -75,6 +79,21 @@ class MdnsService:
             "imprint_mdns_answers_sent_total",
             "mDNS answers handed to the transport, by kind (legacy, qu, qm, goodbye)",
             ["kind"],
+        )
+        self.mac_sources = metrics.counter(
+            "imprint_mdns_mac_source_total",
+            "where the MAC of a querier for our service came from (frame, static, neighbour, "
+            "lease, unknown), by decision",
+            ["source", "decision"],
+        )
+        self.capture = metrics.gauge(
+            "imprint_mdns_frame_capture",
+            "1 if queries on this interface are read as frames (MAC from the frame), else 0",
+            ["interface"],
+        )
+        self.renames = metrics.counter(
+            "imprint_mdns_renames_total",
+            "times another responder held our instance or host name and we took the next one",
         )
         self.send_errors = metrics.counter(
             "imprint_mdns_send_errors_total", "mDNS datagrams the socket refused", ["reason"]
@@ -100,27 +119,40 @@ class MdnsService:
         self, data: bytes, source: Sequence[Any], now: float, frame_mac: str | None = None
     ) -> list[Send]:
         """Datagrams to send in answer to `data` from `source` (host, port, ...); never raises."""
+        return self.respond(data, source, now, frame_mac)[1]
+
+    def respond(
+        self,
+        data: bytes,
+        source: Sequence[Any],
+        now: float,
+        frame_mac: str | None = None,
+        jitter: float = 0.0,
+    ) -> tuple[float, list[Send]]:
+        """(delay in seconds, datagrams) in answer to `data`; never raises (see handle)."""
         self.received.inc()
         try:
-            return self._handle(data, str(source[0]), int(source[1]), now, frame_mac)
+            return self._handle(data, str(source[0]), int(source[1]), now, frame_mac, jitter)
         except Exception:
             self.dropped.inc(INTERNAL_ERROR)
             self._log.exception("mdns: internal error on a datagram from %r", source)
-            return []
+            return 0.0, []
 
     def _handle(
-        self, data: bytes, ip: str, port: int, now: float, frame_mac: str | None
-    ) -> list[Send]:
+        self, data: bytes, ip: str, port: int, now: float, frame_mac: str | None, jitter: float
+    ) -> tuple[float, list[Send]]:
         try:
             query = decode_query(data)
         except DecodeError as e:
             self.dropped.inc(e.reason.value)
             self._log.debug("mdns: drop from %s:%d: %s", ip, port, e)
-            return []
+            if e.reason is DecodeReason.NOT_QUERY and self.on_response is not None:
+                self.on_response(data, ip)  # a peer's response: a name of ours in use? (§9)
+            return 0.0, []
         pending = self._responder.screen(query, ip, port, now)
         if isinstance(pending, Ignore):
             self.dropped.inc(pending.reason)
-            return []
+            return 0.0, []
         mac, how = self._neighbours.resolve(ip, now, frame_mac)
         if mac is None:
             decision = Decision(answer=False, reason=Reason.MAC_UNKNOWN)
@@ -128,8 +160,10 @@ class MdnsService:
             decision = decide(self._index, mac)
         verdict = "answer" if decision.answer else "ignore"
         self.decisions.inc(verdict, decision.reason.value)
+        self.mac_sources.inc(how, verdict)
         self._log.info(
-            "mdns query source=%s:%d mac=%s via=%s qname=%s decision=%s reason=%s",
+            "mdns query link=%s source=%s:%d mac=%s via=%s qname=%s decision=%s reason=%s",
+            self.link or "-",
             ip,
             port,
             mac or "-",
@@ -138,14 +172,14 @@ class MdnsService:
             verdict,
             decision.reason.value,
         )
-        result = self._responder.answer(pending, decision)
+        result = self._responder.answer(pending, decision, jitter)
         if isinstance(result, Ignore):
             self.dropped.inc(result.reason)
-            return []
+            return 0.0, []
         self.answers.inc(result.kind.value)
         if result.kind is not ReplyKind.LEGACY:
             self._remember_peer(result.dest[0], now)
-        return [(result.payload, result.dest)]
+        return result.delay, [(result.payload, result.dest)]
 
     def _remember_peer(self, ip: str, now: float) -> None:
         self._peers[ip] = now

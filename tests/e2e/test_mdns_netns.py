@@ -2,9 +2,9 @@
 
 One topology and one server for the module: h2 is the one host that is not registered.
 The clients are python-zeroconf (an independent DNS-SD implementation, run inside the host's
-namespace), BIND's dig (legacy unicast, RFC 6762 §6.7) and the project's device emulator. The
-server learns a querier's MAC from its kernel neighbour table, so each host pings the server
-before it asks, as any host that has talked to it would be known.
+namespace), BIND's dig (legacy unicast, RFC 6762 §6.7) and the project's device emulator. Each
+host pings the server before it asks, as a host that has talked to it would; the server reads
+the MAC from the query's frame anyway (test_mdns_frames_netns.py covers hosts it never saw).
 """
 
 from __future__ import annotations

@@ -30,11 +30,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 PREFIX = "imp-"
 LAN_PREFIX = "198.18.77"
@@ -215,6 +215,7 @@ def netns_run(
 
 
 _CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 _libc: ctypes.CDLL | None = None
 
 
@@ -224,11 +225,16 @@ def netns_socket(netns: str, family: int, type: int, proto: int = 0) -> socket.s
     Python 3.11 has no os.setns, so a short-lived thread enters the namespace with setns(2)
     (allowed per thread for CLONE_NEWNET) and creates the socket.
     """
+    return netns_call(netns, lambda: socket.socket(family, type, proto))
+
+
+def netns_call(netns: str, make: Callable[[], T]) -> T:
+    """Run `make` in a short-lived thread inside netns (sockets it opens stay in netns)."""
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc = _libc
-    result: list[socket.socket] = []
+    result: list[T] = []
     errors: list[BaseException] = []
 
     def enter_and_create() -> None:
@@ -237,7 +243,7 @@ def netns_socket(netns: str, family: int, type: int, proto: int = 0) -> socket.s
                 if libc.setns(target.fileno(), _CLONE_NEWNET) != 0:
                     err = ctypes.get_errno()
                     raise OSError(err, f"setns({netns}): {os.strerror(err)}")
-            result.append(socket.socket(family, type, proto))
+            result.append(make())
         except BaseException as exc:  # handed to the caller's thread below
             errors.append(exc)
 
@@ -247,7 +253,7 @@ def netns_socket(netns: str, family: int, type: int, proto: int = 0) -> socket.s
     if errors:
         raise errors[0]
     if not result:
-        raise TimeoutError(f"could not create a socket in {netns}")
+        raise TimeoutError(f"could not run {make!r} in {netns}")
     return result[0]
 
 

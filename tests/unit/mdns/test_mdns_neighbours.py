@@ -116,7 +116,7 @@ def test_resolver_precedence_frame_static_kernel_lease(tmp_path: Path) -> None:
     )
     assert r.resolve("127.0.0.1", 0.0) == ("02:00:5e:00:01:01", "static")
     assert r.resolve("198.18.77.13", 0.0) == ("02:00:5e:00:0a:0a", "static")
-    assert r.resolve("198.18.77.11", 0.0) == ("02:00:5e:00:01:01", "kernel")
+    assert r.resolve("198.18.77.11", 0.0) == ("02:00:5e:00:01:01", "neighbour")
     assert r.resolve("198.18.77.50", 0.0) == ("02:00:5e:00:01:50", "lease")
     assert r.resolve("198.18.77.99", 0.0) == (None, "unknown")
 

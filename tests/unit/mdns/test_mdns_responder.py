@@ -285,3 +285,26 @@ def test_address_questions(addresses: list[str]) -> None:
 def test_goodbye_withdraws_service_records_with_ttl_zero() -> None:
     d = parse(responder().goodbye())
     assert [(rr.rtype, rr.ttl) for rr in d.rr] == [(12, 0), (33, 0), (16, 0)]
+
+
+def test_qm_answer_holding_a_shared_ptr_waits_20_to_120_ms_and_others_do_not() -> None:
+    """RFC 6762 §6: the delay spreads answers to multicast questions for shared records."""
+    r = responder()
+    q = decode_query(ZC_QM[2])
+    pending = r.screen(q, ZC_QM[0], 5353, 0.0)
+    assert not isinstance(pending, Ignore) and pending.kind is ReplyKind.QM
+    low, high = (r.answer(pending, YES, jitter) for jitter in (0.0, 0.999999))
+    assert isinstance(low, Reply) and isinstance(high, Reply)
+    assert low.delay == pytest.approx(0.020) and high.delay == pytest.approx(0.120, abs=1e-5)
+    assert low.payload == high.payload
+    qu = r.screen(decode_query(ZC_QU[2]), ZC_QU[0], 5353, 0.0)
+    legacy = r.screen(decode_query(DIG[2]), DIG[0], DIG[1], 0.0)
+    for p in (qu, legacy):
+        assert not isinstance(p, Ignore)
+        out = r.answer(p, YES, 0.5)
+        assert isinstance(out, Reply) and out.delay == 0.0  # unicast asked for: at once
+    srv = dnslib.DNSRecord.question("Imprint._imprint._tcp.local.", "SRV")
+    unique = r.screen(decode_query(srv.pack()), "198.18.77.11", 5353, 0.0)
+    assert not isinstance(unique, Ignore) and unique.kind is ReplyKind.QM
+    out = r.answer(unique, YES, 0.5)
+    assert isinstance(out, Reply) and out.delay == 0.0  # unique record: no delay (§6)

@@ -227,3 +227,38 @@ def test_handle_never_raises(
         out = svc.handle(packet, (ip, port), now)
         assert isinstance(out, list)
     assert counter(reg, "imprint_mdns_packets_dropped_total", "MDNS_INTERNAL_ERROR") == 0
+
+
+def test_mac_source_is_counted_and_logged_with_the_link(caplog: pytest.LogCaptureFixture) -> None:
+    svc, reg, _ = make(link="eth0.100")
+    with caplog.at_level(logging.INFO, logger="imprint.mdns"):
+        # The frame's MAC wins over the static entry for the same address (MAC2, unregistered).
+        assert svc.handle(ZC_QU[2], ("198.18.77.12", 5353), 0.0, frame_mac=MAC1)
+        assert svc.handle(ZC_QU[2], ("198.18.77.12", 5353), 0.0) == []
+    assert counter(reg, "imprint_mdns_mac_source_total", "frame", "answer") == 1
+    assert counter(reg, "imprint_mdns_mac_source_total", "static", "ignore") == 1
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("mdns query")]
+    assert lines[0].startswith(
+        f"mdns query link=eth0.100 source=198.18.77.12:5353 mac={MAC1} via=frame"
+    )
+    assert f"mac={MAC2} via=static" in lines[1] and "reason=IMP_UNREGISTERED" in lines[1]
+
+
+def test_respond_gives_the_qm_delay_and_handle_the_same_datagrams() -> None:
+    svc, _, _ = make()
+    delay, sends = svc.respond(ZC_QM[2], (ZC_QM[0], 5353), 0.0, None, 0.5)
+    assert delay == pytest.approx(0.070) and len(sends) == 1
+    assert svc.handle(ZC_QM[2], (ZC_QM[0], 5353), 1.0) == sends
+    assert svc.respond(ZC_QU[2], (ZC_QU[0], 5353), 2.0, None, 0.5)[0] == 0.0
+
+
+def test_responses_from_peers_reach_the_claim_hook_and_nothing_is_sent() -> None:
+    svc, reg, _ = make()
+    heard: list[tuple[bytes, str]] = []
+    svc.on_response = lambda data, ip: heard.append((data, ip))
+    response = dnslib.DNSRecord(dnslib.DNSHeader(qr=1, aa=1))
+    response.add_answer(dnslib.RR("x.local.", dnslib.QTYPE.A, rdata=dnslib.A("198.18.77.12")))
+    data = bytes(response.pack())
+    assert svc.handle(data, ("198.18.77.12", 5353), 0.0) == []
+    assert heard == [(data, "198.18.77.12")]
+    assert counter(reg, "imprint_mdns_packets_dropped_total", "MDNS_NOT_QUERY") == 1
