@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from server.config import LogSettings  # noqa: E402
 from tests.helpers.netns import (  # noqa: E402 - the repo root must be on sys.path first
     SERVER_IP,
     Topology,
@@ -321,7 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="sending time per step")
     ap.add_argument("--macs", type=int, default=16384, help="registered MACs cycled through")
     ap.add_argument("--compare", action="store_true", help="also run with capture_frames off")
-    ap.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING"])
+    ap.add_argument(
+        "--log-level",
+        default=LogSettings().level,  # the shipped default: measure what a user runs
+        choices=["DEBUG", "INFO", "WARNING"],
+        help="[log] level of the server (default: the shipped default, %(default)s)",
+    )
     ap.add_argument("--json", type=Path, help="write every step as JSON here")
     args = ap.parse_args(argv)
     args.rates = [float(r) for r in args.rates.split(",")]

@@ -796,7 +796,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sockets", type=int, default=4, help="generator sender sockets")
     ap.add_argument("--max-loss-pct", type=float, default=1.0)
     ap.add_argument("--min-offered", type=float, default=0.95, help="fraction of the target")
-    ap.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING"])
+    # Default: the shipped [log] level (server/config.py LogSettings), so the figures describe
+    # what a user runs; WARNING is an override and must be named when quoted.
+    ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     ap.add_argument("--budget", type=float, default=110.0, help="wall-clock limit (s)")
     ap.add_argument(
         "--imprint",
