@@ -86,17 +86,24 @@ atexit.register(stop_logging)
 
 
 def setup_logging(level: str = "INFO", fmt: str = "human") -> None:
+    """Route every record through a new queue and writer thread (at start, and on SIGHUP).
+
+    The new handler is in place before the old writer stops, so no record falls between the
+    two; the old writer first writes what was queued to it, in the old format."""
     global _listener
-    stop_logging()  # flush what the previous configuration queued, in its format
+    previous = _listener
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     q: queue.Queue[logging.LogRecord] = queue.Queue(QUEUE_SIZE)
-    _listener = logging.handlers.QueueListener(q, handler, respect_handler_level=False)
-    _listener.start()
+    listener = logging.handlers.QueueListener(q, handler, respect_handler_level=False)
+    listener.start()
+    _listener = listener
     root = logging.getLogger()
     root.handlers[:] = [_QueueHandler(q)]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if previous is not None:
+        previous.stop()

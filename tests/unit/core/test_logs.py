@@ -77,3 +77,20 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(restore_root: None) -
     for i in range(logs.QUEUE_SIZE + 5):
         logging.getLogger("imprint.test").info("line %d", i)
     assert handler.dropped == 5
+
+
+def test_reconfiguring_keeps_every_record_in_the_format_it_was_logged_in(
+    restore_root: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = logging.getLogger("imprint.test")
+    logs.setup_logging("INFO", "human")
+    for i in range(200):
+        log.info("before %d", i)
+    logs.setup_logging("INFO", "json")  # what SIGHUP does when [log] format changes
+    log.info("after")
+    logs.stop_logging()
+    lines = capsys.readouterr().err.splitlines()
+    human = [x for x in lines if "INFO    imprint.test: before" in x]
+    assert len(human) == 200
+    assert [json.loads(x)["msg"] for x in lines if x.startswith("{")] == ["after"]
+    assert len(lines) == 201
