@@ -31,6 +31,7 @@ from server.core.tls import CertInfo, ensure_self_signed, load_configured
 from server.dhcp.probe import probe_segment
 from server.dhcp.responder import Mode
 from server.dhcp.service import DhcpService
+from server.dhcp.trace import trace_file
 from server.dhcp.transport import start_dhcp
 from server.mdns.neighbours import (
     KernelNeighbours,
@@ -285,7 +286,14 @@ async def _run_dhcp(app: web.Application) -> AsyncIterator[None]:
         profiles=table,
     )
     server = await start_dhcp(
-        service, s.host, s.port, s.interface, queue_size=s.queue_size, workers=s.workers
+        service,
+        s.host,
+        s.port,
+        s.interface,
+        queue_size=s.queue_size,
+        workers=s.workers,
+        summary_interval=svc.settings.log.summary_interval_s,
+        trace_file=trace_file(svc.settings.state_dir),
     )
     svc.dhcp = service
     log.info(

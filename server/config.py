@@ -296,8 +296,19 @@ class OAuthSettings(_Section):
 
 
 class LogSettings(_Section):
+    """What the log says. At INFO the DHCP log is one summary line per interval (decisions by
+    reason), the first sighting of each unregistered MAC, and every decision about the MACs in
+    the trace list (`imprint trace MAC`); each decision about everyone is a DEBUG line."""
+
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["human", "json"] = "human"
+    summary_interval_s: float = Field(
+        default=60,
+        ge=0,
+        le=86400,
+        description="seconds between DHCP decision summaries at INFO (0: none); "
+        "an interval with no datagrams logs nothing",
+    )
 
 
 class Settings(BaseSettings):

@@ -17,6 +17,15 @@ A step passes when at most --max-drop-pct of the exchanges went unanswered and t
 really offered the target rate (a client that cannot keep up proves nothing about the server).
 The figure of merit is the highest passing rate; p99 latency is reported at that rate. Figures
 only, no assertions. Needs root (network namespaces): see bench/README.md.
+
+Both servers run at their shipped defaults: Imprint with configs/site-full.toml, only its
+addresses, interface, store path and subnet changed (its `[log]` as shipped: INFO, JSON), plus
+one profile sending Kea's option 43; Kea with a memfile lease file (`persist: true`) and its
+INFO log written to a file. `--pin` (default on) puts each server on core 0 and the bench with
+its clients on core 1, and every step reports the server's CPU time per completed exchange
+(user + system of all its threads, from /proc). `--overload` adds a DORA step per server at
+twice its highest passing rate; `--scale-clients N` a DORA step of Imprint with N registered
+MACs, to compare the per-exchange cost against the same rate with --clients.
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import tomllib  # noqa: E402
+
 from tests.helpers.netns import (  # noqa: E402 - the repo root must be on sys.path first
     SERVER_IP,
     KeaDhcp4,
@@ -53,6 +64,14 @@ from tests.helpers.netns import (  # noqa: E402 - the repo root must be on sys.p
     sweep_stale_namespaces,
     write_mac_list,
 )
+from tests.helpers.server import to_toml  # noqa: E402
+
+SITE_FULL = REPO / "configs" / "site-full.toml"
+# Large registries (--scale-clients): a /14 holding the veth LAN, so giaddr selects it, with a
+# pool of 131,070 addresses (perfdhcp draws each exchange's MAC at random from the list).
+SCALE_SUBNET = "198.16.0.0/14"
+SCALE_POOL = "198.16.0.1-198.17.255.254"
+SERVER_CORE, CLIENT_CORE = 0, 1
 
 INFORM_LOAD = Path(__file__).resolve().parent / "inform_load.py"
 # The clients' registered addresses live in a /18 that contains the /24 of the veth LAN, so
@@ -91,6 +110,10 @@ class ServerUnderTest(Protocol):
     def describe(self) -> str:
         """Version and settings, for the report."""
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process while it runs (for its CPU time and core)."""
+
 
 class KeaServer:
     """kea-dhcp4 with one host reservation (address + option 43) per client MAC."""
@@ -118,8 +141,8 @@ class KeaServer:
             tp.server.ifname,
             [kea_subnet(1, BENCH_SUBNET, reservations=reservations)],
             threads=self.threads,
-            # Per-packet INFO logging would measure the log writer, not the server.
-            severity="WARN",
+            # Kea's default severity, written to a file (kea_dhcp4_config's output_options).
+            severity="INFO",
         )
         self.kea = KeaDhcp4(tp, tp.server, workdir, config)
         try:
@@ -133,13 +156,20 @@ class KeaServer:
             self.kea.stop()
             self.kea = None
 
+    @property
+    def pid(self) -> int | None:
+        return self.kea.proc.pid if self.kea is not None and self.kea.proc is not None else None
+
     def describe(self) -> str:
         tool = find_tool("kea-dhcp4")
         version = "?"
         if tool is not None:
             version = subprocess.run([tool, "-v"], capture_output=True, text=True).stdout.strip()
         threads = f"{self.threads} threads" if self.threads else "single-threaded (Kea default)"
-        return f"kea-dhcp4 {version}, memfile leases, host reservations, {threads}"
+        return (
+            f"kea-dhcp4 {version}, memfile leases (persist), INFO log to a file, host "
+            f"reservations, {threads}"
+        )
 
 
 class ImprintServer:
@@ -151,44 +181,39 @@ class ImprintServer:
         self.executable = executable
         self.tp: Topology | None = None
         self.proc: subprocess.Popen[str] | None = None
+        self.subnet, self.pool = BENCH_SUBNET, POOL
 
-    def config_toml(self, workdir: Path, tp: Topology, mode: str) -> str:
-        """The server's config (keys of server/config.py)."""
-        lines = [
-            "[store]",
-            f'path = "{workdir / "imprint.db"}"',
-            "",
-            "[tls]",
-            "enabled = false",
-            "",
-            "[log]",
-            'level = "WARNING"',
-            "",
-            "[mdns]",
-            "enabled = false",
-            "",
-            "[dhcp]",
-            "enabled = true",
-            f'mode = "{mode}"',
-            f'interface = "{tp.server.ifname}"',
-            f'server_ip = "{tp.server.ip}"',
-        ]
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def config_toml(
+        self, workdir: Path, tp: Topology, mode: str, subnet: str = BENCH_SUBNET, pool: str = POOL
+    ) -> str:
+        """configs/site-full.toml with only what names this machine changed: the store path,
+        the interface, the addresses (HTTP, server id, the subnet and its pool) and the mode;
+        `[log]` stays as shipped. One profile adds Kea's option 43 to every answer."""
+        config: dict[str, Any] = tomllib.loads(SITE_FULL.read_text())
+        ip = tp.server.ip
+        config["store"]["path"] = str(workdir / "imprint.db")
+        config["http"] |= {"host": ip, "port": 443, "public_url": f"https://{ip}"}
+        config["mdns"]["interface"] = tp.server.ifname
+        dhcp = config["dhcp"]
+        dhcp |= {"mode": mode, "interface": tp.server.ifname, "server_ip": ip}
         if mode == "full":
-            # Subnets and their pool matter only where Imprint hands out addresses.
-            lines += ["", "[[dhcp.subnets]]", f'subnet = "{BENCH_SUBNET}"', f'pool = "{POOL}"']
-        # Every registered client gets the same option 43 bytes as Kea's reservations carry.
-        lines += [
-            "",
-            "[[dhcp.profiles]]",
-            'name = "bench"',
-            'match_kind = "any"',
-            "",
-            "[[dhcp.profiles.options]]",
-            "code = 43",
-            'encoding = "hex"',
-            f'value = "{VENDOR_43.hex()}"',
+            dhcp["subnets"] = [
+                dhcp["subnets"][0] | {"subnet": subnet, "pool": pool, "router": ip, "dns": [ip]}
+            ]
+        else:
+            dhcp.pop("subnets", None)
+        dhcp["profiles"] = [
+            {
+                "name": "bench",
+                "match_kind": "any",
+                "options": [{"code": 43, "encoding": "hex", "value": VENDOR_43.hex()}],
+            }
         ]
-        return "\n".join(lines) + "\n"
+        return to_toml(config)
 
     def _admin(self, tp: Topology, config: Path, *args: str) -> None:
         done = tp.run(
@@ -205,11 +230,12 @@ class ImprintServer:
             raise ServerUnavailable(f"{self.executable} not found (pip install -e . in .venv)")
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "imprint.toml"
-        config.write_text(self.config_toml(workdir, tp, mode))
+        config.write_text(self.config_toml(workdir, tp, mode, self.subnet, self.pool))
         devices = workdir / "devices.csv"
         devices.write_text("MAC ID,Location\n" + "".join(f"{m},bench\n" for m in macs))
         self._admin(tp, config, "tenants", "create", "--id", "bench", "--name", "Bench")
         self._admin(tp, config, "devices", "import", "--tenant", "bench", str(devices))
+        # The first start makes the TLS certificate and keys: not part of any step.
         log = workdir / "imprint-serve.log"
         with open(log, "w") as out:
             self.proc = tp.popen(
@@ -254,6 +280,8 @@ class Step:
     passed: bool
     note: str = ""
     load1: float | None = None  # 1-minute load average when the step started
+    cpu_us: float | None = None  # server CPU (user + system, all threads) per completed exchange
+    clients: int = 0  # registered MACs
 
 
 def _round(value: float | None) -> float | None:
@@ -360,6 +388,48 @@ def measure_inform(
     )
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU of process `pid` and all its threads so far (None if unknown)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After "(comm)": state is field 3, utime and stime fields 14 and 15 (proc(5)).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pin(pid: int | None, core: int) -> None:
+    """Every thread of `pid` (and what it starts later) onto `core`; a no-op if unavailable."""
+    taskset = shutil.which("taskset")
+    if pid is not None and taskset is not None:
+        subprocess.run([taskset, "-a", "-cp", str(core), str(pid)], capture_output=True)
+
+
+def measure_step(
+    tp: Topology,
+    server: ServerUnderTest,
+    test: str,
+    mac_list: Path,
+    rate: int,
+    seconds: int,
+    max_drop_pct: float,
+    clients: int,
+) -> Step:
+    """One judged step with the load average before it and the server's CPU per exchange."""
+    measure = {"dora": measure_dora, "proxy": measure_proxy, "inform": measure_inform}[test]
+    load = os.getloadavg()[0]
+    before = cpu_seconds(server.pid)
+    step = judge(measure(tp, tp.hosts[0], server.name, mac_list, rate, seconds), max_drop_pct)
+    after = cpu_seconds(server.pid)
+    step.load1 = round(load, 2)
+    step.clients = clients
+    if before is not None and after is not None and step.completed:
+        step.cpu_us = round((after - before) / step.completed * 1e6, 1)
+    return step
+
+
 def judge(step: Step, max_drop_pct: float) -> Step:
     """Mark a step passed when drops are within the limit and the client offered the rate."""
     if step.offered_rate < 0.95 * step.rate:
@@ -380,6 +450,7 @@ def sweep_steps(
     max_drop_pct: float,
     refine: int,
     keep_going: bool,
+    clients: int = 0,
 ) -> Iterator[Step]:
     """One server's sweep, one measured step per `next()`: rising rates until the first
     failure, then `refine` bisection steps between the last pass and the first failure."""
@@ -387,10 +458,7 @@ def sweep_steps(
     client = tp.hosts[0]
 
     def step_at(rate: int) -> Step:
-        load = os.getloadavg()[0]
-        step = judge(measure(tp, client, server.name, mac_list, rate, seconds), max_drop_pct)
-        step.load1 = round(load, 2)
-        return step
+        return measure_step(tp, server, test, mac_list, rate, seconds, max_drop_pct, clients)
 
     # Warm-up, not recorded: first leases, caches, page faults, on both servers alike.
     measure(tp, client, server.name, mac_list, rates[0], min(2, seconds))
@@ -431,8 +499,9 @@ def interleave(sweeps: dict[str, Iterator[Step]]) -> Iterator[Step]:
 
 
 HEADER = (
-    f"{'server':8} {'test':6} {'rate/s':>7} {'offered':>8} {'sent':>7} {'answered':>8} "
-    f"{'drop%':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'OFFER p99':>9} {'load':>5}  result"
+    f"{'server':8} {'test':6} {'MACs':>7} {'rate/s':>7} {'offered':>8} {'sent':>7} "
+    f"{'answered':>8} {'drop%':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'OFFER p99':>9} "
+    f"{'CPU us':>7} {'load':>5}  result"
 )
 
 
@@ -447,10 +516,12 @@ def _load(value: float | None) -> str:
 def _row(s: Step) -> str:
     verdict = "pass" if s.passed else "FAIL"
     note = f" ({s.note})" if s.note else ""
+    cpu = "-" if s.cpu_us is None else f"{s.cpu_us:.0f}"
     return (
-        f"{s.server:8} {s.test:6} {s.rate:>7} {s.offered_rate:>8.0f} {s.sent:>7} "
+        f"{s.server:8} {s.test:6} {s.clients:>7} {s.rate:>7} {s.offered_rate:>8.0f} {s.sent:>7} "
         f"{s.completed:>8} {s.drop_pct:>7.2f} {_fmt(s.p50_ms):>7} {_fmt(s.p99_ms):>7} "
-        f"{_fmt(s.max_ms):>7} {_fmt(s.first_p99_ms):>9} {_load(s.load1):>5}  {verdict}{note}"
+        f"{_fmt(s.max_ms):>7} {_fmt(s.first_p99_ms):>9} {cpu:>7} {_load(s.load1):>5}  "
+        f"{verdict}{note}"
     )
 
 
@@ -464,16 +535,37 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--servers", default="kea,imprint", help="comma list of: kea, imprint")
     ap.add_argument("--tests", default="dora,inform", help="comma list of: dora, proxy, inform")
-    ap.add_argument(
-        "--rates",
-        default="500,1000,2000,4000,8000,16000,24000,32000,48000,64000",
-        help="per second",
-    )
-    ap.add_argument("--seconds", type=int, default=5, help="length of each step")
-    ap.add_argument("--clients", type=int, default=1000, help="registered client MACs")
+    ap.add_argument("--rates", default="3000,6000,9000,12000", help="DORA/proxy, per second")
+    ap.add_argument("--inform-rates", default="5000,10000,20000,30000", help="INFORM, per second")
+    ap.add_argument("--seconds", type=int, default=8, help="length of each step")
+    ap.add_argument("--clients", type=int, default=2000, help="registered client MACs")
     ap.add_argument("--max-drop-pct", type=float, default=1.0)
-    ap.add_argument("--refine", type=int, default=2, help="bisection steps after the first FAIL")
-    ap.add_argument("--keep-going", action="store_true", help="measure every rate")
+    ap.add_argument("--refine", type=int, default=0, help="bisection steps after the first FAIL")
+    ap.add_argument(
+        "--keep-going",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure every rate, not only up to the first FAIL",
+    )
+    ap.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"server on core {SERVER_CORE}, the bench and its clients on core {CLIENT_CORE}",
+    )
+    ap.add_argument(
+        "--overload",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="DORA at twice each server's highest passing rate",
+    )
+    ap.add_argument(
+        "--scale-clients",
+        type=int,
+        default=200_000,
+        help="then Imprint alone with this many registered MACs (0: skip)",
+    )
+    ap.add_argument("--scale-rate", type=int, default=6000, help="its DORA rate")
     ap.add_argument("--kea-threads", type=int, default=0, help="0 = Kea's default (1 thread)")
     ap.add_argument("--imprint", type=Path, default=REPO / ".venv" / "bin" / "imprint")
     ap.add_argument("--json", type=Path, help="also write every step here")
@@ -497,6 +589,11 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.clients <= MAX_CLIENTS:
         ap.error(f"--clients must be between 1 and {MAX_CLIENTS}")
     rates = sorted(int(r) for r in args.rates.split(","))
+    inform_rates = sorted(int(r) for r in args.inform_rates.split(","))
+    if args.pin and (os.cpu_count() or 1) > max(SERVER_CORE, CLIENT_CORE):
+        os.sched_setaffinity(0, {CLIENT_CORE})  # perfdhcp and inform_load inherit it
+    else:
+        args.pin = False
     catalog: dict[str, ServerUnderTest] = {
         "kea": KeaServer(args.kea_threads),
         "imprint": ImprintServer(args.imprint),
@@ -507,11 +604,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"removed stale namespaces: {', '.join(swept)}")
 
     macs = bench_macs(args.clients)
+    scale_macs = [
+        f"02:00:5e:{0x20 + (i >> 16):02x}:{i >> 8 & 0xFF:02x}:{i & 0xFF:02x}"
+        for i in range(1, args.scale_clients + 1)
+    ]
     results: list[Step] = []
     unavailable: dict[tuple[str, str], str] = {}
     print(
         f"{args.clients} clients, {args.seconds:g} s per step, pass = drops <= "
-        f"{args.max_drop_pct:g}% at the offered rate"
+        f"{args.max_drop_pct:g}% at the offered rate; "
+        + (
+            f"servers pinned to core {SERVER_CORE}, clients to core {CLIENT_CORE}"
+            if args.pin
+            else "not pinned"
+        )
     )
     for server in servers:
         print(f"== {server.name}: {server.describe()}")
@@ -546,27 +652,111 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"{server.name:8} {test:6} not run: {exc}")
                         continue
                     started.append(server)
+                    if args.pin:
+                        pin(server.pid, SERVER_CORE)
                 sweeps = {
                     server.name: sweep_steps(
                         topologies[server.name],
                         server,
                         test,
                         mac_list,
-                        rates,
+                        inform_rates if test == "inform" else rates,
                         args.seconds,
                         args.max_drop_pct,
                         args.refine,
                         args.keep_going,
+                        args.clients,
                     )
                     for server in started
                 }
                 for step in interleave(sweeps):
                     results.append(step)
                     print(_row(step), flush=True)
+                if test == "dora" and args.overload:
+                    for server in started:
+                        top = best(
+                            [s for s in results if s.server == server.name and s.test == test]
+                        )
+                        if top is None:
+                            print(f"{server.name:8} overload not run: no rate passed")
+                            continue
+                        step = measure_step(
+                            topologies[server.name],
+                            server,
+                            test,
+                            mac_list,
+                            2 * top.rate,
+                            args.seconds,
+                            args.max_drop_pct,
+                            args.clients,
+                        )
+                        step.test = "over"
+                        done = step.completed / args.seconds
+                        step.note = (
+                            f"2x {top.rate}/s: {done:.0f} completed/s = "
+                            f"{100 * done / top.rate:.0f}% of the passing rate"
+                        )
+                        results.append(step)
+                        print(_row(step), flush=True)
             finally:
                 for server in started:
                     server.stop()
             time.sleep(0.5)
+
+        imprint = catalog["imprint"]
+        if args.scale_clients and "imprint" in names and "dora" in tests:
+            assert isinstance(imprint, ImprintServer)
+            tp = topologies["imprint"]
+            print(f"\n== dora with {args.scale_clients} registered MACs (imprint only)")
+            big_list = write_mac_list(workroot / "macs-scale.txt", scale_macs)
+            imprint.subnet, imprint.pool = SCALE_SUBNET, SCALE_POOL
+            try:
+                t0 = time.monotonic()
+                imprint.start(tp, workroot / "imprint-scale", scale_macs, "full")
+                print(f"(imported and started in {time.monotonic() - t0:.0f} s)")
+                if args.pin:
+                    pin(imprint.pid, SERVER_CORE)
+                measure_dora(tp, tp.hosts[0], "imprint", big_list, args.scale_rate, 2)  # warm-up
+                print(HEADER)
+                step = measure_step(
+                    tp,
+                    imprint,
+                    "dora",
+                    big_list,
+                    args.scale_rate,
+                    args.seconds,
+                    args.max_drop_pct,
+                    args.scale_clients,
+                )
+                step.test = "scale"
+                results.append(step)
+                print(_row(step), flush=True)
+            except ServerUnavailable as exc:
+                unavailable[("imprint", "scale")] = str(exc)
+                print(f"imprint scale not run: {exc}")
+            finally:
+                imprint.stop()
+
+    dora = {(s.server, s.rate): s for s in results if s.test == "dora"}
+    if dora:
+        print("\n== DORA at each offered rate (relayed, full mode)")
+        print(
+            f"{'offered/s':>9} {'imprint drop%':>13} {'kea drop%':>9} {'imprint CPU us':>14} "
+            f"{'kea CPU us':>10} {'CPU imprint/kea':>15}"
+        )
+        for rate in rates:
+            imp, kea = dora.get(("imprint", rate)), dora.get(("kea", rate))
+            ratio = (
+                f"{imp.cpu_us / kea.cpu_us:.2f}"
+                if imp and kea and imp.cpu_us and kea.cpu_us
+                else "-"
+            )
+            print(
+                f"{rate:>9} {(f'{imp.drop_pct:.2f}' if imp else '-'):>13} "
+                f"{(f'{kea.drop_pct:.2f}' if kea else '-'):>9} "
+                f"{(f'{imp.cpu_us:.0f}' if imp and imp.cpu_us else '-'):>14} "
+                f"{(f'{kea.cpu_us:.0f}' if kea and kea.cpu_us else '-'):>10} {ratio:>15}"
+            )
 
     print(
         "\n== summary: highest rate with drops <= "

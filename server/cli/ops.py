@@ -1,4 +1,5 @@
-"""Running and operating the server: `imprint serve`, `check-config`, `discovered`, `db backup`."""
+"""Running and operating the server: `imprint serve`, `check-config`, `discovered`, `trace`,
+`db backup`."""
 
 from __future__ import annotations
 
@@ -116,6 +117,49 @@ async def cmd_discovered(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_trace(s: Settings, a: argparse.Namespace) -> int:
+    """Add a MAC to the DHCP trace list (or take it off); a running server follows the list
+    within a second. No MAC: show the list."""
+    from server.core.mac import MacError, normalize_mac
+    from server.dhcp.trace import read_trace, trace_file, write_trace
+
+    path = trace_file(s.state_dir)
+    macs, bad = read_trace(path)
+    for line in bad:
+        print(
+            f"warning: {path}: {line} (skipped; it is dropped when the list is next written)",
+            file=sys.stderr,
+        )
+    if a.mac is None:
+        if a.off:
+            print("error: --off needs the MAC to stop tracing", file=sys.stderr)
+            return 2
+        for mac in sorted(macs):
+            print(mac)
+        print(f"{len(macs)} MAC(s) traced (list: {path})", file=sys.stderr)
+        return 0
+    try:
+        mac = normalize_mac(a.mac)
+    except MacError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    new = macs - {mac} if a.off else macs | {mac}
+    if new != macs or bad:
+        try:
+            write_trace(path, new)
+        except OSError as e:
+            print(f"error: cannot write the trace list {path}: {e}", file=sys.stderr)
+            return 1
+    if a.off:
+        print(f"{mac}: not traced" + ("" if mac in macs else " (it was not)"))
+    else:
+        print(
+            f"{mac}: traced; a running server logs each of its DHCP decisions at INFO "
+            f"(stop with `imprint trace {mac} --off`)"
+        )
+    return 0
+
+
 async def cmd_db_backup(s: Settings, a: argparse.Namespace) -> int:
     from server.store.backup import BackupError, online_backup
 
@@ -161,6 +205,13 @@ def register_discovered(commands: Commands) -> None:
     )
     sp.add_argument("--limit", type=int, default=1000)
     sp.add_argument("--json", action="store_true")
+    sp = commands.add(
+        "trace",
+        cmd_trace,
+        "log one MAC's DHCP decisions at INFO on the running server (no MAC: list them)",
+    )
+    sp.add_argument("mac", nargs="?", help="the MAC to trace, e.g. aa:bb:cc:dd:ee:ff")
+    sp.add_argument("--off", action="store_true", help="stop tracing the MAC")
 
 
 def register_db(commands: Commands) -> None:

@@ -1,13 +1,26 @@
-"""Logging in human or JSON form; `extra=` fields of a record become JSON keys (never codes or secrets)."""
+"""Logging in human or JSON form; `extra=` fields of a record become JSON keys (never codes or secrets).
+
+Records are written off the event loop: the root logger's one handler is a `QueueHandler` that
+only queues the record (its message already merged with its arguments), and a `QueueListener`
+thread formats and writes it. A record is built only when its level is enabled, so callers on a
+hot path check `isEnabledFor` before building costly arguments. When the writer falls behind
+(a blocked stderr) the queue is bounded: later records are dropped and counted, not held.
+"""
 
 from __future__ import annotations
 
+import atexit
+import copy
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 from datetime import UTC, datetime
 
 _STD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# Records waiting for the writer thread; past this many, new ones are dropped (and counted).
+QUEUE_SIZE = 10_000
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,16 +38,72 @@ class JsonFormatter(logging.Formatter):
                 )
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # already rendered where it was logged (see _QueueHandler)
+            out["exc"] = record.exc_text
         return json.dumps(out, separators=(",", ":"))
 
 
+class _QueueHandler(logging.handlers.QueueHandler):
+    """Queue a copy of the record: message merged, traceback rendered, nothing else formatted.
+
+    The stock `prepare` formats the whole line in the caller's thread and folds the traceback
+    into the message; this leaves the formatting (and the JSON `exc` key) to the writer.
+    """
+
+    def __init__(self, q: queue.Queue[logging.LogRecord]) -> None:
+        super().__init__(q)
+        self.dropped = 0
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record = copy.copy(record)
+        record.msg = record.getMessage()
+        record.args = None
+        if record.exc_info:
+            if not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None  # a traceback holds frames: do not ship it to the thread
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
+def stop_logging() -> None:
+    """Write every queued record and stop the writer thread (at exit, or before reconfiguring)."""
+    global _listener
+    listener, _listener = _listener, None
+    if listener is not None:
+        listener.stop()
+
+
+atexit.register(stop_logging)
+
+
 def setup_logging(level: str = "INFO", fmt: str = "human") -> None:
+    """Route every record through a new queue and writer thread (at start, and on SIGHUP).
+
+    The new handler is in place before the old writer stops, so no record falls between the
+    two; the old writer first writes what was queued to it, in the old format."""
+    global _listener
+    previous = _listener
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    q: queue.Queue[logging.LogRecord] = queue.Queue(QUEUE_SIZE)
+    listener = logging.handlers.QueueListener(q, handler, respect_handler_level=False)
+    listener.start()
+    _listener = listener
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_QueueHandler(q)]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if previous is not None:
+        previous.stop()

@@ -66,6 +66,7 @@ class IgnoreReason(StrEnum):
     BAD_CHADDR = "DHCP_BAD_CHADDR"  # chaddr is all-zero or multicast: not one device's MAC
     LEASE_STORE_FAILED = "DHCP_LEASE_STORE_FAILED"  # lease not persisted, so no ACK is sent
     QUEUE_FULL = "DHCP_QUEUE_FULL"  # load shed before decoding
+    OVERLOAD = "DHCP_OVERLOAD"  # shed undecoded: the receive queue was deep (overload.py)
 
 
 # Silences the protocol asks for: counted as decisions, not as drops.

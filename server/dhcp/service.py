@@ -1,8 +1,12 @@
 """DHCP glue without sockets: bytes in -> decode -> policy -> pool (full mode) -> respond -> bytes out.
 
-Counts every packet in the metrics registry (no MAC labels) and logs one INFO line per decision
-on the `imprint.dhcp` logger with `extra=` fields. The registry `index` is read on every packet,
-so a device registered a moment ago is answered on its next packet.
+Counts every packet in the metrics registry (no MAC labels). The `imprint.dhcp` log on a busy
+network stays readable: one line per decision at DEBUG (with `extra=` fields), the same line at
+INFO for the MACs being traced (`trace`, see server/dhcp/trace.py), the first sighting of an
+unregistered MAC at INFO once, and a periodic INFO summary of the decisions by reason
+(`log_summary`, called by the transport). Nothing is formatted for a line that is not emitted.
+The registry `index` is read on every packet, so a device registered a moment ago is answered
+on its next packet.
 
 `handle_now` does all of a packet's work synchronously, so the transport can answer from its
 receive callback with no queue or task hop. Only a reply whose lease changes must be stored first
@@ -56,7 +60,7 @@ from server.dhcp.responder import (
     respond,
 )
 from server.provisioning.sightings import Sightings
-from server.registry.discovered import DiscoveredDevices
+from server.registry.discovered import DiscoveredDevices, printable
 from server.registry.model import DeviceView, ProvisioningEndpoint
 
 _ZERO_MAC = bytes(6)
@@ -207,6 +211,15 @@ def _client_address(reply: DhcpMessage, request: DhcpMessage, src: tuple[str, in
     return None if src[0] in ("0.0.0.0", "") or request.giaddr != b"\0\0\0\0" else src[0]
 
 
+def summary_line(tally: Mapping[tuple[str, str], int]) -> tuple[str, dict[str, int]]:
+    """The summary's text and its `decisions` field: total first, then each (decision, reason)
+    by count, largest first (pure)."""
+    items = sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))
+    counts = {f"{d} {r}": n for (d, r), n in items}
+    parts = ", ".join(f"{k} {n}" for k, n in counts.items())
+    return f"{sum(tally.values())} datagrams: {parts}", counts
+
+
 class DhcpService:
     """Turns one received datagram into the datagrams to send back."""
 
@@ -240,6 +253,10 @@ class DhcpService:
         self._sightings = sightings
         self._log = logger or logging.getLogger("imprint.dhcp")
         self._clock = clock
+        # MACs whose decisions are logged at INFO with every detail (normalised, lower case).
+        self.trace: frozenset[str] = frozenset()
+        # Decisions since the last summary, by (decision, reason): the summary line's counts.
+        self._tally: dict[tuple[str, str], int] = {}
         self.profiles = profiles or ProfileTable(
             config.profiles, config.endpoint, config.server_ip, builtins=config.builtin_profiles
         )
@@ -286,6 +303,11 @@ class DhcpService:
             "DHCP decisions (reply, ignore, silent by protocol), by reason code",
             ["decision", "reason"],
         )
+        self._shed = metrics.counter(
+            "imprint_dhcp_packets_shed_total",
+            "DHCP datagrams dropped undecoded because the receive queue was deep, by type",
+            ["type"],
+        )
         self._sent = metrics.counter(
             "imprint_dhcp_packets_sent_total", "DHCP replies sent, by message type", ["type"]
         )
@@ -324,6 +346,38 @@ class DhcpService:
         self.ctx = replace(self.ctx, profiles=table)
         for warning in table.warnings:
             self._log.warning("%s", warning)
+
+    def set_trace(self, macs: frozenset[str]) -> None:
+        """Log these MACs' decisions at INFO with full detail from the next datagram on."""
+        if macs == self.trace:
+            return
+        self.trace = macs
+        self._log.info(
+            "DHCP tracing %s",
+            ", ".join(sorted(macs)) if macs else "no MACs",
+            extra={"trace_macs": sorted(macs)},
+        )
+
+    # -- the periodic summary --
+
+    def take_summary(self) -> dict[tuple[str, str], int]:
+        """The decisions counted since the last call, by (decision, reason); starts afresh."""
+        tally, self._tally = self._tally, {}
+        return tally
+
+    def log_summary(self, interval: float) -> None:
+        """One INFO line with the decisions of the last `interval` seconds; none if there were
+        none (an idle network logs nothing)."""
+        tally = self.take_summary()
+        if not tally or not self._log.isEnabledFor(logging.INFO):
+            return
+        line, counts = summary_line(tally)
+        self._log.info(
+            "DHCP last %g s: %s",
+            interval,
+            line,
+            extra={"interval_s": interval, "decisions": counts, "total": sum(tally.values())},
+        )
 
     # -- lifecycle --
 
@@ -368,6 +422,19 @@ class DhcpService:
     def count_drop(self, reason: str) -> None:
         """Count a datagram the transport dropped before handing it over (e.g. queue full)."""
         self._dropped.inc(reason)
+        self._count("drop", reason)
+
+    def count_shed(self, msg_type: int | None) -> None:
+        """Count a datagram the transport shed undecoded (overload.py); `msg_type` as peeked."""
+        tname = TYPE_NAMES.get(msg_type, "unknown") if msg_type is not None else "unknown"
+        self._shed.inc(tname)
+        self._dropped.inc(IgnoreReason.OVERLOAD)
+        self._count("shed", tname)
+
+    def _count(self, decision: str, reason: str) -> None:
+        key = (decision, reason)
+        tally = self._tally
+        tally[key] = tally.get(key, 0) + 1
 
     # -- packet path --
 
@@ -400,6 +467,7 @@ class DhcpService:
         except DecodeError as e:
             self._received.inc("malformed")
             self._dropped.inc(e.reason)
+            self._count("drop", e.reason)
             self._log.debug("DHCP datagram from %s:%s dropped: %s", src[0], src[1], e)
             return []
         mt = request.msg_type
@@ -408,22 +476,32 @@ class DhcpService:
         if request.op != BOOTREQUEST:
             # Another server's reply: neither a decision about a device nor a sighting of one.
             self._dropped.inc(IgnoreReason.NOT_A_REQUEST)
+            self._count("drop", IgnoreReason.NOT_A_REQUEST)
             return []
         chaddr = request.chaddr
         if chaddr[0] & 1 or chaddr == _ZERO_MAC:
             self._dropped.inc(IgnoreReason.BAD_CHADDR)
+            self._count("drop", IgnoreReason.BAD_CHADDR)
             return []
         mac = mac_from_bytes(chaddr)
         decision = decide(self._index, mac)
         if not decision.answer:
             if self._discovered is not None:
-                self._discovered.record(
+                seen = self._discovered.record(
                     mac,
                     source="dhcp",
                     interface=iface,
                     now=self._clock(),
                     vendor_class=request.options.get(OPT_VENDOR_CLASS),
                 )
+                if seen.count == 1:  # first sighting (the list is bounded: [dhcp] discovered_max)
+                    self._log.info(
+                        "DHCP first sighting of unregistered %s on %s%s",
+                        mac,
+                        iface,
+                        f" ({seen.vendor_class})" if seen.vendor_class else "",
+                        extra={"mac": mac, "iface": iface, "vendor_class": seen.vendor_class},
+                    )
             return self._ignored(request, tname, mac, iface, Ignore(decision.reason))
         pool_result = None
         if self.pool is not None:
@@ -478,6 +556,7 @@ class DhcpService:
                 self._sightings.saw(mac, addr, self._clock())
         self._sent.inc(TYPE_NAMES.get(rtype, "unknown"))
         self._decisions.inc("reply", result.reason)
+        self._count("reply", result.reason)
         self._log_decision(request, tname, mac, iface, "reply", result.reason, result)
         return [Outgoing(out, result.dest, rtype)]
 
@@ -486,6 +565,7 @@ class DhcpService:
     ) -> list[Outgoing]:
         decision = "silent" if ignore.handled else "ignore"
         self._decisions.inc(decision, ignore.reason)
+        self._count(decision, ignore.reason)
         if not ignore.handled:
             self._dropped.inc(ignore.reason)
         self._log_decision(request, tname, mac, iface, decision, ignore.reason, None)
@@ -501,11 +581,18 @@ class DhcpService:
         reason: str,
         reply: Reply | None,
     ) -> None:
-        if not self._log.isEnabledFor(logging.INFO):
+        # DEBUG for everyone, INFO for a traced MAC; nothing is built for a line not emitted.
+        if mac in self.trace:
+            level = logging.INFO
+        elif self._log.isEnabledFor(logging.DEBUG):
+            level = logging.DEBUG
+        else:
             return
         xid = request.xid
         codes = list(reply.option_codes) if reply is not None else []
-        self._log.info(
+        opts = request.options
+        self._log.log(
+            level,
             "DHCP %s xid=%08x mac=%s: %s %s options=%s",
             tname,
             xid,
@@ -524,6 +611,12 @@ class DhcpService:
                 "profile": reply.profile if reply is not None else "",
                 "dest": f"{reply.dest[0]}:{reply.dest[1]}" if reply is not None else "",
                 "dropped_options": list(reply.dropped_options) if reply is not None else [],
+                "traced": level == logging.INFO,
+                "ciaddr": ip_text(request.ciaddr),
+                "giaddr": ip_text(request.giaddr),
+                "yiaddr": ip_text(reply.message.yiaddr) if reply is not None else "",
+                "options_received": sorted(opts),
+                "vendor_class": printable(opts.get(OPT_VENDOR_CLASS) or b""),
             },
         )
 

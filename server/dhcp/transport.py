@@ -8,6 +8,14 @@ later datagram from that client is held behind them. At most `queue_size + worke
 are held at once; past that, datagrams are shed before decoding (counted as DHCP_QUEUE_FULL),
 so a stalled store costs bounded memory. Every exception from one datagram is caught and
 counted so the next one is still served.
+
+Under a flood the receive queue itself is the signal: once per 16 datagrams the transport reads
+how full the socket's receive buffer is (SO_MEMINFO, one getsockopt) and, past the thresholds
+of overload.py, drops datagrams by their peeked message type before decoding them: new
+DISCOVERs and INFORMs first, REQUESTs only when the kernel is about to drop anyway.
+
+Two background tasks serve the log: the periodic decision summary (`summary_interval`) and
+the trace list (`trace_file`, re-read when it changes; see trace.py).
 """
 
 from __future__ import annotations
@@ -21,9 +29,12 @@ import socket
 import struct
 import sys
 from collections import deque
+from pathlib import Path
 
+from server.dhcp.overload import SHED_NEW_AT, peek_type, should_shed
 from server.dhcp.responder import IgnoreReason
 from server.dhcp.service import DhcpService, Outgoing, PendingReply
+from server.dhcp.trace import TraceWatcher
 
 _log = logging.getLogger("imprint.dhcp")
 
@@ -45,6 +56,14 @@ if (
     and platform.machine() in ("x86_64", "aarch64", "i686", "armv7l", "riscv64")
 ):
     _SO_RCVBUFFORCE = 33
+# SO_MEMINFO (Linux 3.17+, 55 in asm-generic): u32 counters, [0] receive memory in use, [1] the
+# receive buffer size the kernel drops at.
+_SO_MEMINFO = 55 if sys.platform == "linux" else None
+_MEMINFO = struct.Struct("=II")
+# Datagrams between two looks at the receive queue's depth.
+_FILL_EVERY = 16
+# Seconds between two looks at the trace file.
+TRACE_POLL_S = 1.0
 
 
 class _Held:
@@ -73,6 +92,8 @@ class DhcpServer:
         queue_size: int,
         workers: int,
         expire_interval: float,
+        summary_interval: float = 0,
+        trace_file: Path | None = None,
     ) -> None:
         self.service = service
         self.interface = interface
@@ -83,6 +104,9 @@ class DhcpServer:
         self._by_batch: dict[asyncio.Future[None], list[bytes]] = {}
         self._unsent: deque[Outgoing] = deque()
         self._expire_interval = expire_interval
+        self._summary_interval = summary_interval
+        self._trace = TraceWatcher(trace_file) if trace_file is not None else None
+        self._meminfo = _SO_MEMINFO
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writing = False
@@ -113,6 +137,23 @@ class DhcpServer:
         self._loop.add_reader(sock.fileno(), self._readable)
         if self.service.pool is not None:
             self._tasks.append(asyncio.create_task(self._expire_loop()))
+        if self._summary_interval > 0:
+            self._tasks.append(asyncio.create_task(self._summary_loop()))
+        if self._trace is not None:
+            self._check_trace()  # traced from the first datagram on
+            self._tasks.append(asyncio.create_task(self._trace_loop()))
+
+    def queue_fill(self) -> float:
+        """Share of the receive buffer in use now (0.0 .. 1.0); 0.0 where it cannot be read."""
+        sock, opt = self._sock, self._meminfo
+        if sock is None or opt is None:
+            return 0.0
+        try:
+            used, size = _MEMINFO.unpack(sock.getsockopt(socket.SOL_SOCKET, opt, _MEMINFO.size))
+        except (OSError, struct.error):
+            self._meminfo = None  # not this kernel: never shed by depth
+            return 0.0
+        return used / size if size else 0.0
 
     # -- receive --
 
@@ -120,7 +161,10 @@ class DhcpServer:
         sock = self._sock
         if sock is None:
             return
-        for _ in range(_BURST):
+        fill = self.queue_fill()
+        for n in range(_BURST):
+            if n and not n % _FILL_EVERY:
+                fill = self.queue_fill()
             try:
                 data, addr = sock.recvfrom(_MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
@@ -130,6 +174,11 @@ class DhcpServer:
                 self.service.errors.inc("socket")
                 _log.debug("DHCP socket error: %s", e)
                 continue
+            if fill >= SHED_NEW_AT:
+                mt = peek_type(data)
+                if should_shed(mt, fill):
+                    self.service.count_shed(mt)
+                    continue
             try:
                 self._datagram(data, addr)  # AF_INET: already a (host, port) tuple
             except Exception:
@@ -244,6 +293,35 @@ class DhcpServer:
                 self.service.errors.inc("expire")
                 _log.exception("DHCP lease expiry failed")
 
+    async def _summary_loop(self) -> None:
+        interval = self._summary_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.service.log_summary(interval)
+            except Exception:
+                self.service.errors.inc("summary")
+                _log.exception("DHCP summary failed")
+
+    def _check_trace(self) -> None:
+        assert self._trace is not None
+        try:
+            change = self._trace.poll()
+        except OSError as e:
+            _log.warning("DHCP trace list %s not read: %s", self._trace.path, e)
+            return
+        if change is None:
+            return
+        macs, bad = change
+        for line in bad:
+            _log.warning("DHCP trace list %s: %s (skipped)", self._trace.path, line)
+        self.service.set_trace(macs)
+
+    async def _trace_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TRACE_POLL_S)
+            self._check_trace()
+
     async def close(self) -> None:
         """Stop reading, close the socket, wait for submitted lease changes to be stored.
 
@@ -325,16 +403,28 @@ async def start_dhcp(
     workers: int = 8,
     expire_interval: float = 60.0,
     recv_buffer: int = DEFAULT_RECV_BUFFER,
+    summary_interval: float = 0,
+    trace_file: Path | None = None,
 ) -> DhcpServer:
     """Bind the DHCP socket, load leases and start answering; raises OSError if bind fails.
 
     At most `queue_size + workers` datagrams wait for lease commits at once; more are shed.
     `recv_buffer` is the socket receive buffer in octets (0 keeps the kernel default).
+    `summary_interval`: seconds between INFO summaries of the decisions (0: none).
+    `trace_file`: the trace list to follow (trace.py); None traces nobody.
     """
     if queue_size < 1 or workers < 1:
         raise ValueError("dhcp: queue_size and workers must be at least 1")
     sock = _socket(host, port, interface, recv_buffer)
-    server = DhcpServer(service, interface or host, queue_size, workers, expire_interval)
+    server = DhcpServer(
+        service,
+        interface or host,
+        queue_size,
+        workers,
+        expire_interval,
+        summary_interval=summary_interval,
+        trace_file=trace_file,
+    )
     try:
         await server._start(sock)
     except BaseException:
