@@ -31,7 +31,7 @@ from server.core.tls import CertInfo, ensure_self_signed, load_configured
 from server.dhcp.probe import probe_segment
 from server.dhcp.responder import Mode
 from server.dhcp.service import DhcpService
-from server.dhcp.trace import trace_file
+from server.dhcp.trace import TraceWatcher, trace_file
 from server.dhcp.transport import start_dhcp
 from server.mdns.neighbours import (
     KernelNeighbours,
@@ -319,18 +319,52 @@ async def _run_mdns(app: web.Application) -> AsyncIterator[None]:
         return
     links: list[str | None] = list(s.links) or [None]
     servers: list[MdnsServer] = []
+    services: list[MdnsService] = []
+    tasks: list[asyncio.Task[None]] = []
     try:
         for iface in links:
-            servers.append(await _start_mdns_link(svc, iface, several=len(links) > 1))
+            server, service = await _start_mdns_link(svc, iface, several=len(links) > 1)
+            servers.append(server)
+            services.append(service)
+        tasks.append(asyncio.create_task(_mdns_log_loop(svc, services), name="mdns-log"))
         yield
     finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for server in servers:
             server.close(goodbye=True)
         for server in servers:
             await server.wait_closed()
 
 
-async def _start_mdns_link(svc: Services, link: str | None, *, several: bool) -> MdnsServer:
+async def _mdns_log_loop(svc: Services, services: list[MdnsService]) -> None:
+    """The mDNS log at the shipped default, as DHCP's: a summary line per [log]
+    summary_interval_s, and the trace list (`imprint trace MAC`, the file DHCP reads too)
+    re-read every second."""
+    watcher = TraceWatcher(trace_file(svc.settings.state_dir))
+    interval = svc.settings.log.summary_interval_s
+    loop = asyncio.get_running_loop()
+    last_summary = loop.time()
+    while True:
+        try:
+            change = watcher.poll()
+            if change is not None:
+                for service in services:
+                    service.set_trace(change[0])
+            if interval > 0 and loop.time() - last_summary >= interval:
+                last_summary = loop.time()
+                for service in services:
+                    service.log_summary(interval)
+        except Exception:
+            log.exception("mdns log loop failed; retrying")
+        await asyncio.sleep(1.0)
+
+
+async def _start_mdns_link(
+    svc: Services, link: str | None, *, several: bool
+) -> tuple[MdnsServer, MdnsService]:
     """One responder on one link (mDNS is link-local): its own addresses, records and names."""
     s = svc.settings.mdns
     endpoint = provisioning_endpoint(svc)
@@ -402,7 +436,7 @@ async def _start_mdns_link(svc: Services, link: str | None, *, several: bool) ->
         if loopback
         else f" interface {iface}, addresses {', '.join(addresses)}",
     )
-    return server
+    return server, service
 
 
 def _is_ip(text: str) -> bool:

@@ -16,6 +16,7 @@ import logging
 import logging.handlers
 import queue
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 _STD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -107,3 +108,12 @@ def setup_logging(level: str = "INFO", fmt: str = "human") -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if previous is not None:
         previous.stop()
+
+
+def summary_line(tally: Mapping[tuple[str, str], int]) -> tuple[str, dict[str, int]]:
+    """The summary's text and its `decisions` field: total first, then each (decision, reason)
+    by count, largest first (pure)."""
+    items = sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))
+    counts = {f"{d} {r}": n for (d, r), n in items}
+    parts = ", ".join(f"{k} {n}" for k, n in counts.items())
+    return f"{sum(tally.values())} datagrams: {parts}", counts

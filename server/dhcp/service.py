@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from server.core.logs import summary_line
 from server.core.mac import mac_from_bytes
 from server.core.metrics import Registry
 from server.core.policy import decide
@@ -209,15 +210,6 @@ def _client_address(reply: DhcpMessage, request: DhcpMessage, src: tuple[str, in
         if raw != b"\0\0\0\0":
             return ip_text(raw)
     return None if src[0] in ("0.0.0.0", "") or request.giaddr != b"\0\0\0\0" else src[0]
-
-
-def summary_line(tally: Mapping[tuple[str, str], int]) -> tuple[str, dict[str, int]]:
-    """The summary's text and its `decisions` field: total first, then each (decision, reason)
-    by count, largest first (pure)."""
-    items = sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))
-    counts = {f"{d} {r}": n for (d, r), n in items}
-    parts = ", ".join(f"{k} {n}" for k, n in counts.items())
-    return f"{sum(tally.values())} datagrams: {parts}", counts
 
 
 class DhcpService:

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from server.core.logs import summary_line
 from server.core.metrics import Registry
 from server.core.policy import Decision, Reason, decide
 from server.core.ratelimit import TokenBuckets
@@ -58,6 +59,10 @@ class MdnsService:
             cache_size=cache_size,
         )
         self._log = logger or logging.getLogger("imprint.mdns")
+        # MACs whose queries are logged at INFO (the trace list, `imprint trace MAC`).
+        self.trace: frozenset[str] = frozenset()
+        # Decisions since the last summary, by (decision, reason).
+        self._tally: dict[tuple[str, str], int] = {}
         # Set by the transport while it claims our names: gets every response from a peer.
         self.on_response: Callable[[bytes, str], None] | None = None
         self._peers: OrderedDict[str, float] = OrderedDict()  # answered via 5353 -> when
@@ -161,17 +166,28 @@ class MdnsService:
         verdict = "answer" if decision.answer else "ignore"
         self.decisions.inc(verdict, decision.reason.value)
         self.mac_sources.inc(how, verdict)
-        self._log.info(
-            "mdns query link=%s source=%s:%d mac=%s via=%s qname=%s decision=%s reason=%s",
-            self.link or "-",
-            ip,
-            port,
-            mac or "-",
-            how,
-            pending.qname,
-            verdict,
-            decision.reason.value,
-        )
+        key = (verdict, decision.reason.value)
+        self._tally[key] = self._tally.get(key, 0) + 1
+        # DEBUG for everyone, INFO for a traced MAC; nothing is built for a line not emitted.
+        if mac is not None and mac in self.trace:
+            level = logging.INFO
+        elif self._log.isEnabledFor(logging.DEBUG):
+            level = logging.DEBUG
+        else:
+            level = 0
+        if level:
+            self._log.log(
+                level,
+                "mdns query link=%s source=%s:%d mac=%s via=%s qname=%s decision=%s reason=%s",
+                self.link or "-",
+                ip,
+                port,
+                mac or "-",
+                how,
+                pending.qname,
+                verdict,
+                decision.reason.value,
+            )
         result = self._responder.answer(pending, decision, jitter)
         if isinstance(result, Ignore):
             self.dropped.inc(result.reason)
@@ -180,6 +196,30 @@ class MdnsService:
         if result.kind is not ReplyKind.LEGACY:
             self._remember_peer(result.dest[0], now)
         return result.delay, [(result.payload, result.dest)]
+
+    def set_trace(self, macs: frozenset[str]) -> None:
+        """Log these MACs' queries at INFO from the next query on."""
+        self.trace = macs
+
+    def take_summary(self) -> dict[tuple[str, str], int]:
+        """The decisions counted since the last call, by (decision, reason); starts afresh."""
+        tally, self._tally = self._tally, {}
+        return tally
+
+    def log_summary(self, interval: float) -> None:
+        """One INFO line with the decisions of the last `interval` seconds; none when there
+        were none (an idle link logs nothing)."""
+        tally = self.take_summary()
+        if not tally or not self._log.isEnabledFor(logging.INFO):
+            return
+        line, counts = summary_line(tally)
+        self._log.info(
+            "mDNS%s last %g s: %s",
+            f" on {self.link}" if self.link else "",
+            interval,
+            line.replace("datagrams", "queries", 1),
+            extra={"link": self.link, "interval_s": interval, "decisions": counts},
+        )
 
     def _remember_peer(self, ip: str, now: float) -> None:
         self._peers[ip] = now

@@ -75,6 +75,7 @@ def frames_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             "instance_name": INSTANCE,
             "capture_frames": True,
         },
+        "log": {"level": "DEBUG"},  # the per-query lines these tests read are DEBUG
     }
     with (
         Topology(hosts=4, ipv6=True) as tp,
@@ -216,6 +217,7 @@ def fallback_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             "instance_name": INSTANCE,
             "capture_frames": False,
         },
+        "log": {"level": "DEBUG"},  # the per-query lines these tests read are DEBUG
     }
     with (
         Topology(hosts=1, ipv6=True) as tp,

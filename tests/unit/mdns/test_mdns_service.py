@@ -56,7 +56,7 @@ def test_legacy_fixture_end_to_end_with_metrics_and_one_log_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     svc, reg, _ = make()
-    with caplog.at_level(logging.INFO, logger="imprint.mdns"):
+    with caplog.at_level(logging.DEBUG, logger="imprint.mdns"):
         out = svc.handle(DIG[2], (DIG[0], DIG[1]), now=0.0)
     ((payload, dest),) = out
     assert dest == ("198.18.77.11", 53514)
@@ -231,7 +231,7 @@ def test_handle_never_raises(
 
 def test_mac_source_is_counted_and_logged_with_the_link(caplog: pytest.LogCaptureFixture) -> None:
     svc, reg, _ = make(link="eth0.100")
-    with caplog.at_level(logging.INFO, logger="imprint.mdns"):
+    with caplog.at_level(logging.DEBUG, logger="imprint.mdns"):
         # The frame's MAC wins over the static entry for the same address (MAC2, unregistered).
         assert svc.handle(ZC_QU[2], ("198.18.77.12", 5353), 0.0, frame_mac=MAC1)
         assert svc.handle(ZC_QU[2], ("198.18.77.12", 5353), 0.0) == []
@@ -262,3 +262,34 @@ def test_responses_from_peers_reach_the_claim_hook_and_nothing_is_sent() -> None
     assert svc.handle(data, ("198.18.77.12", 5353), 0.0) == []
     assert heard == [(data, "198.18.77.12")]
     assert counter(reg, "imprint_mdns_packets_dropped_total", "MDNS_NOT_QUERY") == 1
+
+
+def test_at_info_a_query_logs_nothing_but_a_traced_mac_logs_its_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    svc, _, _ = make()
+    with caplog.at_level(logging.INFO, logger="imprint.mdns"):
+        assert svc.handle(DIG[2], (DIG[0], DIG[1]), now=0.0)
+    assert [r for r in caplog.records if r.name == "imprint.mdns"] == []
+    svc.set_trace(frozenset({MAC1}))
+    with caplog.at_level(logging.INFO, logger="imprint.mdns"):
+        assert svc.handle(DIG[2], (DIG[0], DIG[1]), now=1.0)
+    (record,) = [r for r in caplog.records if r.name == "imprint.mdns"]
+    assert record.levelno == logging.INFO and f"mac={MAC1}" in record.getMessage()
+
+
+def test_the_summary_counts_decisions_by_reason_and_an_idle_interval_logs_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    svc, _, _ = make(link="eth0")
+    svc.handle(DIG[2], (DIG[0], DIG[1]), now=0.0)
+    svc.handle(ZC_QU[2], (ZC_QU[0], 5353), now=0.0)
+    svc.handle(ZC_QU[2], ("198.18.77.12", 5353), now=0.0)  # MAC2: not registered
+    with caplog.at_level(logging.INFO, logger="imprint.mdns"):
+        svc.log_summary(60)
+        svc.log_summary(60)  # nothing since the last one
+    (record,) = [r for r in caplog.records if r.name == "imprint.mdns"]
+    assert record.getMessage() == (
+        "mDNS on eth0 last 60 s: 3 queries: answer IMP_REGISTERED 2, ignore IMP_UNREGISTERED 1"
+    )
+    assert record.decisions == {"answer IMP_REGISTERED": 2, "ignore IMP_UNREGISTERED": 1}  # type: ignore[attr-defined]
