@@ -123,6 +123,7 @@ def vlan_lab(
                 "hostname": HOSTNAME,
                 "instance_name": INSTANCE,
             },
+            "log": {"level": "DEBUG"},  # the per-query lines these tests read are DEBUG
         }
         with ImprintServer(tp, srv_node, tmp_path_factory.mktemp("mdns-links"), overrides) as srv:
             srv.create_tenant(TENANT)
