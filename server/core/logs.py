@@ -89,8 +89,9 @@ atexit.register(stop_logging)
 def setup_logging(level: str = "INFO", fmt: str = "human") -> None:
     """Route every record through a new queue and writer thread (at start, and on SIGHUP).
 
-    The new handler is in place before the old writer stops, so no record falls between the
-    two; the old writer first writes what was queued to it, in the old format."""
+    The new queue takes records before the old writer stops, so none falls between the two;
+    the new writer starts once the old one has written what was queued to it (in the old
+    format), so the two never write to stderr at once."""
     global _listener
     previous = _listener
     handler = logging.StreamHandler(sys.stderr)
@@ -100,14 +101,14 @@ def setup_logging(level: str = "INFO", fmt: str = "human") -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     q: queue.Queue[logging.LogRecord] = queue.Queue(QUEUE_SIZE)
     listener = logging.handlers.QueueListener(q, handler, respect_handler_level=False)
-    listener.start()
-    _listener = listener
     root = logging.getLogger()
     root.handlers[:] = [_QueueHandler(q)]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if previous is not None:
         previous.stop()
+    listener.start()
+    _listener = listener
 
 
 def summary_line(tally: Mapping[tuple[str, str], int]) -> tuple[str, dict[str, int]]:

@@ -137,7 +137,10 @@ def test_default_log_summarises_and_traces_one_mac_on_demand(served: Served) -> 
     wait_until(lambda: any(r.get("trace_macs") == [MAC] for r in served.dhcp()), 10, "trace pickup")
     served.ask(OTHER, 0x20)
     served.ask(MAC, 0x21)
-    traced = [r for r in served.dhcp() if "decision" in r]
+    # The log is written by a thread: the line may trail the reply.
+    traced = wait_until(
+        lambda: [r for r in served.dhcp() if "decision" in r] or None, 10, "the traced line"
+    )
     assert len(traced) == 1, traced
     line = traced[0]
     assert line["level"] == "INFO" and line["traced"] is True

@@ -94,3 +94,22 @@ def test_reconfiguring_keeps_every_record_in_the_format_it_was_logged_in(
     assert len(human) == 200
     assert [json.loads(x)["msg"] for x in lines if x.startswith("{")] == ["after"]
     assert len(lines) == 201
+
+
+def test_a_record_logged_while_reconfiguring_waits_for_the_new_writer(
+    restore_root: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs.setup_logging("INFO", "human")
+    old = logs._listener
+    assert old is not None
+    stop = old.stop
+
+    def stop_then_log() -> None:  # a record from another thread between the swap and the stop
+        logging.getLogger("imprint.test").info("in between")
+        stop()
+
+    old.stop = stop_then_log  # type: ignore[method-assign]
+    logs.setup_logging("INFO", "json")
+    logs.stop_logging()
+    lines = capsys.readouterr().err.splitlines()
+    assert [json.loads(x)["msg"] for x in lines] == ["in between"]
