@@ -199,13 +199,42 @@ def parse_static_neighbours(entries: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-class KernelNeighbours:
-    """The kernel's IPv4 neighbour table, re-read at most every `max_age` s, and on a miss.
+class CachedNeighbours:
+    """A kernel neighbour table read whole, re-read at most every `max_age` s and on a miss.
 
     A miss re-reads at once by default: a host that has just talked to us is in the kernel's
     table before its first query arrives, and a client that asks only once must be answered.
     The service's per-source token bucket runs before the lookup, so misses are already bounded.
+    Subclasses say how the table is read (`read`: ip -> MAC).
     """
+
+    def __init__(self, max_age: float = 2.0, miss_interval: float = 0.0) -> None:
+        self._max_age = max_age
+        self._miss_interval = miss_interval
+        self._table: dict[str, str] = {}
+        self._read_at = float("-inf")
+
+    def read(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _refresh(self, now: float) -> None:
+        self._table = self.read()
+        self._read_at = now
+
+    def lookup(self, ip: str, now: float) -> str | None:
+        """MAC for `ip` (an IPv6 scope suffix is ignored), or None; `now` is monotonic seconds."""
+        ip = ip.split("%", 1)[0]
+        if now - self._read_at >= self._max_age:
+            self._refresh(now)
+        mac = self._table.get(ip)
+        if mac is None and now - self._read_at >= self._miss_interval:
+            self._refresh(now)
+            mac = self._table.get(ip)
+        return mac
+
+
+class KernelNeighbours(CachedNeighbours):
+    """The kernel's IPv4 neighbour table (/proc/net/arp), for one interface or all."""
 
     def __init__(
         self,
@@ -214,29 +243,15 @@ class KernelNeighbours:
         max_age: float = 2.0,
         miss_interval: float = 0.0,
     ) -> None:
+        super().__init__(max_age, miss_interval)
         self._interface = interface
         self._path = path
-        self._max_age = max_age
-        self._miss_interval = miss_interval
-        self._table: dict[str, str] = {}
-        self._read_at = float("-inf")
 
-    def _refresh(self, now: float) -> None:
+    def read(self) -> dict[str, str]:
         try:
-            self._table = parse_proc_net_arp(self._path.read_text(), self._interface)
+            return parse_proc_net_arp(self._path.read_text(), self._interface)
         except OSError:
-            self._table = {}
-        self._read_at = now
-
-    def lookup(self, ip: str, now: float) -> str | None:
-        """MAC for `ip`, or None; `now` is a monotonic time in seconds."""
-        if now - self._read_at >= self._max_age:
-            self._refresh(now)
-        mac = self._table.get(ip)
-        if mac is None and now - self._read_at >= self._miss_interval:
-            self._refresh(now)
-            mac = self._table.get(ip)
-        return mac
+            return {}
 
 
 class NeighbourTable(Protocol):

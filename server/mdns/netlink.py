@@ -13,6 +13,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from server.mdns.neighbours import CachedNeighbours
+
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 RTM_NEWNEIGH = 28
@@ -125,12 +127,9 @@ def dump_neighbours(family: int = socket.AF_INET6, timeout: float = 1.0) -> list
                 return found
 
 
-class NetlinkNeighbours:
-    """The kernel's IPv6 neighbour table for one interface, re-read when stale or on a miss.
-
-    Same contract as neighbours.KernelNeighbours (`lookup(ip, now)`); the per-source token
-    bucket runs before the lookup, so misses are already bounded.
-    """
+class NetlinkNeighbours(CachedNeighbours):
+    """The kernel's IPv6 neighbour table for one interface, read over rtnetlink (not /proc),
+    re-read when stale or on a miss (see neighbours.CachedNeighbours)."""
 
     def __init__(
         self,
@@ -139,14 +138,11 @@ class NetlinkNeighbours:
         max_age: float = 2.0,
         miss_interval: float = 0.0,
     ) -> None:
+        super().__init__(max_age, miss_interval)
         self._interface = interface
         self._family = family
-        self._max_age = max_age
-        self._miss_interval = miss_interval
-        self._table: dict[str, str] = {}
-        self._read_at = float("-inf")
 
-    def _refresh(self, now: float) -> None:
+    def read(self) -> dict[str, str]:
         ifindex = 0
         if self._interface:
             with contextlib.suppress(OSError):
@@ -155,16 +151,4 @@ class NetlinkNeighbours:
             entries = dump_neighbours(self._family)
         except (OSError, NetlinkError):
             entries = []
-        self._table = {e.ip: e.mac for e in entries if not ifindex or e.ifindex == ifindex}
-        self._read_at = now
-
-    def lookup(self, ip: str, now: float) -> str | None:
-        """MAC for `ip` (scope suffix ignored), or None."""
-        ip = ip.split("%", 1)[0]
-        if now - self._read_at >= self._max_age:
-            self._refresh(now)
-        mac = self._table.get(ip)
-        if mac is None and now - self._read_at >= self._miss_interval:
-            self._refresh(now)
-            mac = self._table.get(ip)
-        return mac
+        return {e.ip: e.mac for e in entries if not ifindex or e.ifindex == ifindex}
