@@ -7,6 +7,7 @@ UPDATE that reads this table, so a grant cannot skip a step or leave a final sta
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -16,6 +17,24 @@ class GrantStatus(StrEnum):
     DENIED = "denied"  # a user denied (final)
     ISSUED = "issued"  # tokens were issued once: the device is signed in with this grant
     REVOKED = "revoked"  # signed out, reset, replaced or replayed (final)
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRow:
+    """One device authorization grant as stored (oauth/store.py reads and writes it)."""
+
+    id: str
+    mac: str
+    tenant_id: str
+    client_id: str
+    scope: str
+    status: GrantStatus
+    username: str | None
+    created_at: str
+    expires_at: str
+    interval_s: int
+    last_poll_at: float | None
+    user_code_sealed: bytes | None
 
 
 class GrantEvent(StrEnum):

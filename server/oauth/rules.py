@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import unquote_plus
 
-from server.oauth.model import GrantStatus
-from server.oauth.store import GrantRow
-from server.registry.service import parse_iso
+from server.oauth.model import GrantRow, GrantStatus
+from server.registry.model import parse_iso
 from server.store.base import Invalid
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"

@@ -14,6 +14,7 @@ from server.oauth.model import (
     ENDED,
     SESSION,
     GrantEvent,
+    GrantRow,
     GrantStatus,
     GrantTransitionError,
     sources,
@@ -40,22 +41,6 @@ _USER_COLS = "username, tenant_id, display_name, password_hash, disabled, create
 
 def _user(r: Sequence[Any]) -> UserRow:
     return UserRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6])
-
-
-@dataclass(frozen=True, slots=True)
-class GrantRow:
-    id: str
-    mac: str
-    tenant_id: str
-    client_id: str
-    scope: str
-    status: GrantStatus
-    username: str | None
-    created_at: str
-    expires_at: str
-    interval_s: int
-    last_poll_at: float | None
-    user_code_sealed: bytes | None
 
 
 _GRANT_COLS = (

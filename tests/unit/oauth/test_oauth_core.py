@@ -16,7 +16,7 @@ from joserfc.errors import BadSignatureError
 from joserfc.jwk import ECKey
 
 from server.oauth.keys import CodeKeys, SigningKey
-from server.oauth.model import GrantStatus
+from server.oauth.model import GrantRow, GrantStatus
 from server.oauth.rules import (
     OAuthError,
     client_credentials,
@@ -25,7 +25,6 @@ from server.oauth.rules import (
     single_params,
     validate_scope,
 )
-from server.oauth.store import GrantRow
 from server.oauth.users import Passwords
 from server.registry.service import iso
 from server.store.base import Invalid
