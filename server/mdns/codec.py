@@ -333,6 +333,42 @@ def decode_query(data: bytes) -> Query:
     return Query(id=msg_id, flags=flags, questions=tuple(questions), known_answers=tuple(known))
 
 
+class QueryDecoder:
+    """`decode_query` with a bounded memo of recent query bodies (everything after the ID).
+
+    On a busy link nearly every query is one of a few byte strings that differ only in their ID
+    (every device browses for the same service), so a body seen before is not walked and parsed
+    again: the memo maps the body to what decode_query made of it, and only the ID is read from
+    the new datagram. Decoding is a pure function of the bytes, so a hit returns exactly what a
+    fresh decode would. Bodies longer than `max_body` (queries with long known-answer lists) and
+    datagrams that fail to decode are never kept; when full, the oldest entry goes.
+    """
+
+    def __init__(self, size: int = 256, max_body: int = 512) -> None:
+        self._memo: dict[bytes, Query] = {}
+        self._size = size
+        self._max_body = max_body
+        self.hits = 0
+
+    def decode(self, data: bytes) -> Query:
+        """Decode one mDNS query datagram, or raise DecodeError (and nothing else)."""
+        body = bytes(data[2:])  # hashable even when given a bytearray
+        known = self._memo.get(body)
+        if known is not None:
+            self.hits += 1
+            msg_id = (data[0] << 8) | data[1]
+            if msg_id == known.id:
+                return known
+            return Query(msg_id, known.flags, known.questions, known.known_answers)
+        query = decode_query(data)
+        if len(body) <= self._max_body:
+            memo = self._memo
+            if len(memo) >= self._size:
+                del memo[next(iter(memo))]
+            memo[body] = query
+        return query
+
+
 def decode_records(data: bytes) -> tuple[int, tuple[KnownAnswer, ...]]:
     """(flags, records of the types we hold in every section) of any mDNS message.
 

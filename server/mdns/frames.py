@@ -8,15 +8,18 @@ payload), so no frame ever has to be matched to a datagram read from another soc
 
 `parse_frame` checks what the kernel's IP and UDP input would check before a datagram reaches a
 socket, except checksums (the Ethernet FCS already covered the frame): versions, header and total
-lengths, no fragments, UDP length. Every refusal is a FrameError with a stable reason.
+lengths, no fragments, UDP length. Every refusal is a FrameError with a stable reason. Addresses
+are written as text by `inet_ntop` (a pure formatter), as a UDP socket's recvfrom writes them.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from dataclasses import dataclass
 from enum import StrEnum
+from socket import AF_INET as _AF_INET
+from socket import AF_INET6 as _AF_INET6
+from socket import inet_ntop as _ntop
 
 ETH_HEADER = 14
 ETH_P_IP = 0x0800
@@ -107,8 +110,8 @@ def parse_frame(frame: bytes) -> FrameDatagram:
         udp = off + ihl
         end = off + total
         version = 4
-        src_ip = str(ipaddress.IPv4Address(s))
-        dst_ip = str(ipaddress.IPv4Address(d))
+        src_ip = _ntop(_AF_INET, s)
+        dst_ip = _ntop(_AF_INET, d)
         hop = ttl
     elif ethertype == ETH_P_IPV6:
         if n < off + IPV6_HEADER:
@@ -124,8 +127,8 @@ def parse_frame(frame: bytes) -> FrameDatagram:
         udp = off + IPV6_HEADER
         end = udp + plen
         version = 6
-        src_ip = str(ipaddress.IPv6Address(s))
-        dst_ip = str(ipaddress.IPv6Address(d))
+        src_ip = _ntop(_AF_INET6, s)
+        dst_ip = _ntop(_AF_INET6, d)
     else:
         raise FrameError(FrameReason.NOT_IP, f"EtherType {ethertype:#06x}")
     sport, dport, ulen, _ucsum = _UDP.unpack_from(frame, udp)

@@ -14,7 +14,8 @@ provisioning service exists. Per-device records are never announced unsolicited.
   codec refuses QR=1).
 
 Encoded answers are cached per (records chosen, legacy question echo) with a zero ID, and the
-2-byte ID is patched per query; the cache is dropped whenever the records change.
+2-byte ID is patched per query; which records a question set selects is cached too. Both caches
+are bounded and dropped whenever the records change.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from enum import StrEnum
 
 from server.core.policy import Decision
 from server.core.ratelimit import TokenBuckets
-from server.mdns.codec import Query, encode_response, with_id
+from server.mdns.codec import Query, Question, encode_response, with_id
 from server.mdns.records import CLASS_ANY, CLASS_IN, Selection, ServiceRecords
 
 MDNS_PORT = 5353
@@ -82,6 +83,11 @@ class Pending:
     qname: str  # first question we answer, for logs
 
 
+# (answer indexes, additional indexes, any question QU, first question answered), or _NOT_OURS.
+_Selected = tuple[tuple[int, ...], tuple[int, ...], bool, str]
+_NOT_OURS: _Selected = ((), (), False, "")
+
+
 def _strip_scope(ip: str) -> str:
     return ip.split("%", 1)[0]
 
@@ -103,6 +109,8 @@ class Responder:
         self._limiter = limiter
         self._cache: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
         self._cache_size = cache_size
+        # What our records answer for a question set, so a repeated query is not matched again.
+        self._selections: dict[tuple[Question, ...], _Selected] = {}
         self.cache_hits = 0
         self.cache_misses = 0
 
@@ -114,6 +122,7 @@ class Responder:
         """Replace the records; answers encoded from the old ones are dropped."""
         self._records = records
         self._cache.clear()
+        self._selections.clear()
 
     def set_networks(self, networks: Iterable[Network]) -> None:
         """Replace the on-link networks (interface addresses changed)."""
@@ -143,12 +152,31 @@ class Responder:
             return Ignore(IgnoreReason.OFF_LINK)
         if not query.questions:
             return Ignore(IgnoreReason.NO_QUESTION)
+        selection = self._selections.get(query.questions)
+        if selection is None:
+            selection = self._select(query.questions)
+            if len(self._selections) >= 256:  # bounded: questions are the querier's choice
+                self._selections.clear()
+            self._selections[query.questions] = selection
+        if selection is _NOT_OURS:
+            return Ignore(IgnoreReason.NOT_OURS)
+        answers, extra, qu, qname = selection
+        if self._limiter is not None and not self._limiter.allow(_strip_scope(src_ip), now):
+            return Ignore(IgnoreReason.RATE_LIMITED)
+        if src_port != MDNS_PORT:
+            kind, dest = ReplyKind.LEGACY, (src_ip, src_port)
+        else:
+            kind, dest = (ReplyKind.QU if qu else ReplyKind.QM), (src_ip, MDNS_PORT)
+        return Pending(query, dest, kind, (answers, extra), qname)
+
+    def _select(self, questions: tuple[Question, ...]) -> _Selected:
+        """Our records answering `questions` (answers, additional, any QU, first qname)."""
         records = self._records
         answers: list[int] = []
         extra: list[int] = []
         qu = False
         qname = ""
-        for q in query.questions:
+        for q in questions:
             if q.qclass != CLASS_IN and q.qclass != CLASS_ANY:
                 continue
             sel = records.select(q.name, q.qtype)
@@ -160,15 +188,8 @@ class Responder:
             answers.extend(i for i in sel[0] if i not in answers)
             extra.extend(i for i in sel[1] if i not in extra)
         if not answers:
-            return Ignore(IgnoreReason.NOT_OURS)
-        if self._limiter is not None and not self._limiter.allow(_strip_scope(src_ip), now):
-            return Ignore(IgnoreReason.RATE_LIMITED)
-        if src_port != MDNS_PORT:
-            kind, dest = ReplyKind.LEGACY, (src_ip, src_port)
-        else:
-            kind, dest = (ReplyKind.QU if qu else ReplyKind.QM), (src_ip, MDNS_PORT)
-        selection = (tuple(answers), tuple(i for i in extra if i not in answers))
-        return Pending(query, dest, kind, selection, qname)
+            return _NOT_OURS
+        return (tuple(answers), tuple(i for i in extra if i not in answers), qu, qname)
 
     def answer(self, pending: Pending, decision: Decision, jitter: float = 0.0) -> Reply | Ignore:
         """The reply for a screened query given the policy decision on the querier's MAC.

@@ -17,7 +17,7 @@ from server.core.logs import summary_line
 from server.core.metrics import Registry
 from server.core.policy import Decision, Reason, decide
 from server.core.ratelimit import TokenBuckets
-from server.mdns.codec import DecodeError, DecodeReason, decode_query
+from server.mdns.codec import DecodeError, DecodeReason, QueryDecoder
 from server.mdns.neighbours import NeighbourResolver
 from server.mdns.records import ServiceRecords
 from server.mdns.responder import MDNS_PORT, Ignore, Network, ReplyKind, Responder
@@ -58,6 +58,7 @@ class MdnsService:
             limiter=TokenBuckets(rate, burst, max_sources),
             cache_size=cache_size,
         )
+        self._decoder = QueryDecoder()
         self._log = logger or logging.getLogger("imprint.mdns")
         # MACs whose queries are logged at INFO (the trace list, `imprint trace MAC`).
         self.trace: frozenset[str] = frozenset()
@@ -147,7 +148,7 @@ class MdnsService:
         self, data: bytes, ip: str, port: int, now: float, frame_mac: str | None, jitter: float
     ) -> tuple[float, list[Send]]:
         try:
-            query = decode_query(data)
+            query = self._decoder.decode(data)
         except DecodeError as e:
             self.dropped.inc(e.reason.value)
             self._log.debug("mdns: drop from %s:%d: %s", ip, port, e)

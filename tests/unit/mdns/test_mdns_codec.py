@@ -18,6 +18,8 @@ from server.mdns.codec import (
     MAX_POINTER_HOPS,
     DecodeError,
     DecodeReason,
+    Query,
+    QueryDecoder,
     Question,
     decode_query,
     encode_response,
@@ -322,3 +324,64 @@ def test_mutated_queries_only_ever_raise_decode_error(
         elif op == "d" and at < len(data):
             del data[at]
     _decode_or_decode_error(bytes(data[: max(cut, 12)]))
+
+
+# --- QueryDecoder: the memo of recent query bodies ----------------------------------------------
+
+
+def _decode_or_reason(decode: object, data: bytes) -> Query | DecodeReason:
+    assert callable(decode)
+    try:
+        result = decode(data)
+    except DecodeError as e:
+        return e.reason
+    assert isinstance(result, Query)
+    return result
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    base=st.sampled_from([DIG[2], ZC_QU[2], ZC_QM[2], _pointer_chain_packet(5)]),
+    ids=st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=8),
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=3),
+)
+def test_decoder_memo_gives_what_a_fresh_decode_gives(
+    base: bytes, ids: list[int], edits: list[tuple[int, int]]
+) -> None:
+    decoder = QueryDecoder(size=4)
+    data = bytearray(base)
+    for pos, value in edits:
+        data[pos % len(data)] = value
+    for msg_id in ids:  # the same body under several IDs: later ones are memo hits
+        datagram = struct.pack("!H", msg_id) + bytes(data[2:])
+        assert _decode_or_reason(decoder.decode, datagram) == _decode_or_reason(
+            decode_query, datagram
+        )
+
+
+def test_decoder_memo_hits_patch_only_the_id_and_skip_failures_and_long_bodies() -> None:
+    decoder = QueryDecoder(size=2, max_body=len(DIG[2]) - 2)
+    first = decoder.decode(DIG[2])
+    again = decoder.decode(b"\xbe\xef" + DIG[2][2:])
+    assert decoder.hits == 1
+    assert again.id == 0xBEEF and again.questions is first.questions
+    bad = DIG[2][:20]  # ends inside the question
+    for _ in range(2):
+        with pytest.raises(DecodeError):
+            decoder.decode(bad)
+    assert decoder.hits == 1  # a refused datagram is never remembered
+    decoder.decode(DIG[2])
+    assert decoder.hits == 2  # DIG's body is exactly max_body: kept
+    long = ZC_QM[2] + b"\0" * (len(DIG[2]) - len(ZC_QM[2]) + 1)  # trailing bytes: longer
+    decoder.decode(long)
+    decoder.decode(long)
+    assert decoder.hits == 2  # longer than max_body: decoded afresh each time
+
+
+def test_decoder_memo_is_bounded_oldest_first() -> None:
+    decoder = QueryDecoder(size=2)
+    for data in (DIG[2], ZC_QU[2], ZC_QM[2]):  # the third pushes DIG's body out
+        decoder.decode(data)
+    decoder.decode(ZC_QM[2])
+    decoder.decode(DIG[2])
+    assert decoder.hits == 1

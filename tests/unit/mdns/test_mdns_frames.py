@@ -7,6 +7,8 @@ a real socket.
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import IP, TCP, UDP
@@ -210,3 +212,22 @@ def test_filter_packs_as_sock_filter_array() -> None:
     packed = pack_filter(prog)
     assert len(packed) == 8 * len(prog)
     assert packed[:8] == bytes.fromhex("28000000") + (12).to_bytes(4, "little")
+
+
+@pytest.mark.parametrize(
+    "src",
+    [
+        "fe80::1",
+        "fe80::200:5eff:fe00:101",
+        "2001:db8::1:0:0:1",
+        "fd00:0:0:1::",
+        "::ffff:198.18.77.11",
+    ],
+)
+def test_ipv6_source_text_is_what_a_udp_socket_gives(src: str) -> None:
+    """recvfrom on an AF_INET6 socket writes addresses with inet_ntop; a frame's must match,
+    so the MAC gate, the logs and the reply address see one spelling of each host."""
+    frame = bytes(Ether(src="02:00:5e:00:01:01") / IPv6(src=src, dst="ff02::fb") / UDP(dport=5353))
+    expected = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, src))
+    assert parse_frame(frame).src_ip == expected
+    assert parse_frame(frame).dst_ip == "ff02::fb"

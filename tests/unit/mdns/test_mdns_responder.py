@@ -260,6 +260,19 @@ def test_set_records_drops_cached_answers() -> None:
     assert r.cache_misses == 2
 
 
+def test_set_records_drops_what_a_question_selected() -> None:
+    """A new service name must not be answered from the old name's remembered selection."""
+    r = responder()
+    assert isinstance(reply(r, ZC_QU), Reply)  # _imprint._tcp PTR: selected and remembered
+    r.set_records(
+        build_records(
+            ENDPOINT, hostname="imprint", addresses=["198.18.77.1"], service="_other._tcp"
+        )
+    )
+    q = decode_query(ZC_QU[2])
+    assert r.respond(q, "198.18.77.11", 5353, YES, 0.0) == Ignore(IgnoreReason.NOT_OURS)
+
+
 def test_set_networks_changes_what_is_on_link() -> None:
     r = responder()
     q = decode_query(ZC_QU[2])
