@@ -24,15 +24,16 @@ from server import __version__
 from server.admin import ui as admin_web
 from server.api import http as api
 from server.api import users as api_users
-from server.config import ConfigError, Settings
+from server.config import ConfigError, DhcpLink, Settings
 from server.core.metrics import Registry as MetricsRegistry
 from server.core.ratelimit import FailureLimiter, TokenBuckets
 from server.core.tls import CertInfo, ensure_self_signed, load_configured
+from server.dhcp.pool import Subnet
 from server.dhcp.probe import probe_segment
 from server.dhcp.responder import Mode
 from server.dhcp.service import DhcpService
 from server.dhcp.trace import TraceWatcher, trace_file
-from server.dhcp.transport import start_dhcp
+from server.dhcp.transport import DhcpServer, start_dhcp
 from server.mdns.neighbours import (
     KernelNeighbours,
     NeighbourResolver,
@@ -258,9 +259,12 @@ def endpoint_for(public: str, fingerprint: str) -> ProvisioningEndpoint:
     )
 
 
-def dhcp_server_ip(settings: Settings) -> str:
-    """[dhcp] server_ip, or the IPv4 address of [dhcp] interface; ConfigError if neither."""
-    return settings.dhcp.server_ip or _interface_ipv4(settings.dhcp.interface, "dhcp")
+def dhcp_server_ip(settings: Settings, link: DhcpLink | None = None) -> str:
+    """The server identifier of `link` (default the only one): its server_ip, else the IPv4
+    address of its interface; ConfigError if neither."""
+    link = link or settings.dhcp.served_links()[0]
+    section = f"dhcp.links[{link.interface}]" if settings.dhcp.links else "dhcp"
+    return link.server_ip or _interface_ipv4(link.interface, section)
 
 
 async def _run_dhcp(app: web.Application) -> AsyncIterator[None]:
@@ -269,12 +273,34 @@ async def _run_dhcp(app: web.Application) -> AsyncIterator[None]:
     if not s.enabled:
         yield
         return
+    links = s.served_links()
+    servers: list[DhcpServer] = []
+    try:
+        for link in links:
+            # Each link: its own socket (bound to its interface, so a reply leaves by the link
+            # its request came in on), mode, server identifier, pool and summary line.
+            others = tuple(sub for lk in links if lk is not link for sub in lk.subnets)
+            servers.append(await _start_dhcp_link(app, link, others, several=len(links) > 1))
+        svc.dhcp = tuple(server.service for server in servers)
+        yield
+    finally:
+        svc.dhcp = ()
+        for server in servers:
+            await server.close()
+
+
+async def _start_dhcp_link(
+    app: web.Application, link: DhcpLink, others: tuple[Subnet, ...], *, several: bool
+) -> DhcpServer:
+    svc = app[SERVICES]
+    s = svc.settings.dhcp
     registry = svc.registry
-    server_ip = dhcp_server_ip(svc.settings)
+    server_ip = dhcp_server_ip(svc.settings, link)
     # The subnets and profiles were built when the settings loaded; check-config builds the same.
-    config, table = s.build(provisioning_endpoint(svc), server_ip)
+    config, table = s.build(provisioning_endpoint(svc), server_ip, link)
     mode = config.mode
-    await _probe_before_full_mode(app)  # full mode: refuse beside another DHCP server
+    if mode is Mode.FULL:
+        await _probe_before_full_mode(app, link)  # refuse beside another DHCP server
     service = DhcpService(
         config,
         registry.index,
@@ -284,31 +310,28 @@ async def _run_dhcp(app: web.Application) -> AsyncIterator[None]:
         sightings=svc.sightings,
         lease_db=registry.store.path if mode is Mode.FULL else None,
         profiles=table,
+        link=link.name if several else "",
+        other_subnets=others,
     )
     server = await start_dhcp(
         service,
         s.host,
         s.port,
-        s.interface,
+        link.interface,
         queue_size=s.queue_size,
         workers=s.workers,
         summary_interval=svc.settings.log.summary_interval_s,
         trace_file=trace_file(svc.settings.state_dir),
     )
-    svc.dhcp = service
     log.info(
         "DHCP responder (%s mode) on %s:%d%s, server id %s",
-        s.mode,
+        link.mode,
         s.host,
         s.port,
-        f" interface {s.interface}" if s.interface else "",
+        f" interface {link.interface}" if link.interface else "",
         server_ip,
     )
-    try:
-        yield
-    finally:
-        await server.close()
-        svc.dhcp = None
+    return server
 
 
 async def _run_mdns(app: web.Application) -> AsyncIterator[None]:
@@ -607,11 +630,9 @@ def _setup_ops(app: web.Application) -> None:
     app.middlewares.insert(0, http_metrics)
 
 
-async def _probe_before_full_mode(app: web.Application) -> None:
-    """Full mode refuses to start when another DHCP server leases on the segment."""
+async def _probe_before_full_mode(app: web.Application, link: DhcpLink) -> None:
+    """Full mode refuses to start when another DHCP server leases on the link's segment."""
     s = app[SERVICES].settings.dhcp
-    if s.mode != Mode.FULL.value or not app.get(DHCP_PROBE, True):
+    if not app.get(DHCP_PROBE, True) or not s.probe_other_servers:
         return
-    if not s.probe_other_servers:
-        return
-    await probe_segment(s.interface, s.host)
+    await probe_segment(link.interface, s.host)

@@ -106,9 +106,43 @@ ProfileTables = Annotated[
 FINGERPRINT_STAND_IN = "0" * 64
 
 
+def _ipv4_server_id(v: str | None) -> str | None:
+    if v is None:
+        return v
+    try:
+        return str(ipaddress.IPv4Address(v))
+    except ValueError:
+        raise ValueError(
+            f"{v!r} is not an IPv4 address; give this server's address on the site VLAN "
+            "(or leave it out to take the interface's)"
+        ) from None
+
+
+DhcpMode = Literal["inform", "proxy", "full"]
+# The [dhcp] keys that describe one link; with [[dhcp.links]] each table carries its own.
+LINK_KEYS = ("interface", "mode", "server_ip", "subnets")
+
+
+class DhcpLink(_Section):
+    """One link (an interface, e.g. a VLAN sub-interface) served with its own mode and subnets."""
+
+    interface: str | None = Field(default=None, description="e.g. eth0.100")
+    mode: DhcpMode = "inform"
+    server_ip: str | None = Field(
+        default=None, description="server identifier on this link; default the interface's address"
+    )
+    subnets: SubnetTables = ()
+
+    _server_ip = field_validator("server_ip")(_ipv4_server_id)
+
+    @property
+    def name(self) -> str:
+        return self.interface or ""
+
+
 class DhcpSettings(_Section):
     enabled: bool = False
-    mode: Literal["inform", "proxy", "full"] = "inform"
+    mode: DhcpMode = "inform"
     interface: str | None = None
     host: str = "0.0.0.0"
     port: int = Field(default=67, ge=0, le=65535)
@@ -127,31 +161,78 @@ class DhcpSettings(_Section):
     )
     subnets: SubnetTables = ()
     profiles: ProfileTables = ()
+    links: list[DhcpLink] = Field(
+        default_factory=list,
+        description="several links at once ([[dhcp.links]] tables: interface, mode, server_ip, "
+        "subnets), e.g. one VLAN sub-interface per site VLAN; replies leave by the link the "
+        "request came in on",
+    )
 
-    @field_validator("server_ip")
-    @classmethod
-    def _server_ip(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            return str(ipaddress.IPv4Address(v))
-        except ValueError:
-            raise ValueError(
-                f"{v!r} is not an IPv4 address; give this server's address on the site VLAN "
-                "(or leave it out to take the interface's)"
-            ) from None
+    _server_ip = field_validator("server_ip")(_ipv4_server_id)
 
     @model_validator(mode="after")
     def _full_needs_subnets(self) -> DhcpSettings:
-        if self.enabled and self.mode == "full" and not self.subnets:
-            raise ValueError("mode = 'full' needs at least one [[dhcp.subnets]] table with a pool")
+        if not self.enabled:
+            return self
+        if not self.links:
+            if self.mode == "full" and not self.subnets:
+                raise ValueError(
+                    "mode = 'full' needs at least one [[dhcp.subnets]] table with a pool"
+                )
+            return self
+        both = [k for k in LINK_KEYS if k in self.model_fields_set]
+        if both:
+            raise ValueError(
+                f"{', '.join(both)} and [[dhcp.links]] are both set: with links, give each "
+                "link's interface, mode, server_ip and subnets in its own [[dhcp.links]] table"
+            )
+        seen: dict[str, int] = {}
+        for i, link in enumerate(self.links):
+            where = f"links.{i}"
+            if not link.interface or not link.interface.strip():
+                raise ValueError(f'{where} needs an interface, e.g. interface = "eth0.100"')
+            if link.interface in seen:
+                raise ValueError(
+                    f"{where}: interface {link.interface!r} is already links.{seen[link.interface]}"
+                )
+            seen[link.interface] = i
+            if link.mode == "full" and not link.subnets:
+                raise ValueError(
+                    f"{where} ({link.interface}): mode = 'full' needs at least one "
+                    "[[dhcp.links.subnets]] table with a pool after this [[dhcp.links]] table"
+                )
+        nets = [(lk.interface, sub.network) for lk in self.links for sub in lk.subnets]
+        for a, (ia, na) in enumerate(nets):
+            for ib, nb in nets[a + 1 :]:
+                if ia != ib and na.overlaps(nb):
+                    raise ValueError(
+                        f"links: subnet {na} on {ia} overlaps {nb} on {ib}; each link "
+                        "leases from its own subnets"
+                    )
         return self
 
+    def served_links(self) -> list[DhcpLink]:
+        """Every link to serve: the [[dhcp.links]] tables, else one made of the [dhcp] keys."""
+        if self.links:
+            return list(self.links)
+        return [
+            DhcpLink.model_construct(
+                interface=self.interface,
+                mode=self.mode,
+                server_ip=self.server_ip,
+                subnets=self.subnets,
+            )
+        ]
+
     def build(
-        self, endpoint: ProvisioningEndpoint, server_ip: str | None
+        self,
+        endpoint: ProvisioningEndpoint,
+        server_ip: str | None,
+        link: DhcpLink | None = None,
     ) -> tuple[DhcpConfig, ProfileTable]:
-        """What the DHCP service runs with: these very subnets and profiles, and the profile
-        table rendered for `endpoint`; ConfigError names the key to fix.
+        """What the DHCP service of `link` (default: the only one) runs with: its very subnets,
+        the shared profiles, and the profile table rendered for `endpoint`; ConfigError names
+        the key to fix.
 
         `imprint serve` and `imprint check-config` both call this, so they refuse the same
         configs. `server_ip` None means not known here (taken from the interface at start):
@@ -161,24 +242,26 @@ class DhcpSettings(_Section):
         from server.dhcp.responder import Mode
         from server.dhcp.service import DhcpConfig
 
+        link = link or self.served_links()[0]
         config = DhcpConfig(
-            mode=Mode(self.mode),
+            mode=Mode(link.mode),
             server_ip=server_ip or "0.0.0.0",
             endpoint=endpoint,
             profiles=self.profiles,
-            subnets=self.subnets,
+            subnets=link.subnets,
             client_port=self.client_port,
             server_port=self.server_port,
             builtin_profiles=self.builtin_profiles,
         )
         try:
             if server_ip is not None and config.mode is Mode.FULL:
-                check_server_address(self.subnets, server_ip)
+                check_server_address(link.subnets, server_ip)
             table = ProfileTable(
                 self.profiles, endpoint, config.server_ip, builtins=self.builtin_profiles
             )
         except ValueError as e:
-            raise ConfigError(str(e)) from None
+            where = f"dhcp.links ({link.interface}): " if self.links else ""
+            raise ConfigError(where + str(e)) from None
         return config, table
 
 

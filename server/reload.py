@@ -124,17 +124,20 @@ async def reload_config(app: web.Application) -> list[str]:
         log.error("SIGHUP: configuration not reloaded, the running one stays: %s", e)
         return []
     plan = plan_reload(old, new)
-    dhcp = svc.dhcp
-    table: ProfileTable | None = None
-    if isinstance(dhcp, DhcpService) and plan.profiles_changed:
+    tables: list[tuple[DhcpService, ProfileTable]] = []
+    if plan.profiles_changed:
+        links = {link.name: link for link in new.dhcp.served_links()}
         try:  # built before anything changes: a profile that cannot render changes nothing
-            _, table = new.dhcp.build(dhcp.config.endpoint, dhcp.config.server_ip)
+            for dhcp in svc.dhcp:
+                link = links.get(dhcp.link) if dhcp.link else None
+                _, table = new.dhcp.build(dhcp.config.endpoint, dhcp.config.server_ip, link)
+                tables.append((dhcp, table))
         except ConfigError as e:
             log.error("SIGHUP: configuration not reloaded, the running one stays: %s", e)
             return []
     if plan.logging_changed:
         setup_logging(new.log.level, new.log.format)
-    if isinstance(dhcp, DhcpService) and table is not None:
+    for dhcp, table in tables:
         dhcp.set_profiles(table)  # between datagrams: the packet path runs on this loop
     # Without an open store there is no registry yet; it is built from svc.settings when it is.
     with contextlib.suppress(NotReady):

@@ -27,31 +27,37 @@ async def cmd_check_config(s: Settings, a: argparse.Namespace) -> int:
     url = public_url(s)
     report: list[str] = []
     if s.dhcp.enabled:
-        # The very build `imprint serve` runs: the settings' subnets and profiles, the table.
-        try:
-            server_ip: str | None = dhcp_server_ip(s)
-        except ConfigError as e:
-            if s.dhcp.interface is None:
-                raise  # neither server_ip nor an interface: serve refuses this on any host
-            # The interface's address is this host's state, not the file's: serve reads it
-            # again when it starts (on the host it runs on).
-            server_ip = None
-            report.append(f"note: {e} (here; `imprint serve` reads it again when it starts)")
         fingerprint = FINGERPRINT_STAND_IN if s.tls.enabled else ""
-        config, profiles = s.dhcp.build(endpoint_for(url, fingerprint), server_ip)
-        for sub in config.subnets:
-            report.append(
-                f"DHCP subnet {sub.network}: pool {sub.pool_first}-{sub.pool_last}, "
-                f"router {sub.router or 'none'}, "
-                f"dns {', '.join(str(d) for d in sub.dns) or 'none'}, lease {sub.lease_time} s"
-            )
+        several = len(s.dhcp.served_links()) > 1
+        for link in s.dhcp.served_links():
+            on = f" on {link.interface} ({link.mode})" if several else ""
+            # The very build `imprint serve` runs: the settings' subnets and profiles, the table.
+            try:
+                server_ip: str | None = dhcp_server_ip(s, link)
+            except ConfigError as e:
+                if link.interface is None:
+                    raise  # neither server_ip nor an interface: serve refuses this on any host
+                # The interface's address is this host's state, not the file's: serve reads it
+                # again when it starts (on the host it runs on).
+                server_ip = None
+                report.append(f"note: {e} (here; `imprint serve` reads it again when it starts)")
+            config, profiles = s.dhcp.build(endpoint_for(url, fingerprint), server_ip, link)
+            for sub in config.subnets:
+                report.append(
+                    f"DHCP{on} subnet {sub.network}: pool {sub.pool_first}-{sub.pool_last}, "
+                    f"router {sub.router or 'none'}, "
+                    f"dns {', '.join(str(d) for d in sub.dns) or 'none'}, lease {sub.lease_time} s"
+                )
         names = ", ".join(e.profile.name for e in profiles.entries) or "none"
         report.append(f"DHCP profiles (tried in order): {names}")
         report += [f"warning: {w}" for w in profiles.warnings]
+    modes = ", ".join(
+        f"{lk.interface}: {lk.mode}" if s.dhcp.links else lk.mode for lk in s.dhcp.served_links()
+    )
     print(
         f"configuration OK: store {s.store.path}, HTTP {s.http.host}:{s.http.port} "
         f"({'TLS' if s.tls.enabled else 'plain HTTP'}), public URL {url}, "
-        f"DHCP {'on (' + s.dhcp.mode + ')' if s.dhcp.enabled else 'off'}, "
+        f"DHCP {'on (' + modes + ')' if s.dhcp.enabled else 'off'}, "
         f"mDNS {'on' if s.mdns.enabled else 'off'}"
     )
     for line in report:

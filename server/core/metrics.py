@@ -62,17 +62,31 @@ class Gauge(Counter):
 
     def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
         super().__init__(name, help, labelnames)
-        self._fn: Callable[[], dict[tuple[str, ...], float]] | None = None
+        self._fns: list[Callable[[], dict[tuple[str, ...], float]]] = []
 
     def set(self, value: float, *labelvalues: str) -> None:
         self._values[labelvalues] = value
 
     def set_function(self, fn: Callable[[], dict[tuple[str, ...], float]]) -> None:
-        self._fn = fn
+        self._fns = [fn]
+
+    def add_function(self, fn: Callable[[], dict[tuple[str, ...], float]]) -> None:
+        """Add `fn`'s values to the gauge's at scrape time (several sources of one family,
+        e.g. one DHCP service per link, are summed)."""
+        self._fns.append(fn)
+
+    def remove_function(self, fn: Callable[[], dict[tuple[str, ...], float]]) -> None:
+        """Stop adding `fn`'s values (its source stopped); unknown functions are ignored."""
+        if fn in self._fns:
+            self._fns.remove(fn)
 
     def samples(self) -> Iterable[str]:
-        if self._fn is not None:
-            self._values = dict(self._fn())
+        if self._fns:
+            values: dict[tuple[str, ...], float] = {}
+            for fn in self._fns:
+                for key, v in fn().items():
+                    values[key] = values.get(key, 0) + v
+            self._values = values
         return super().samples()
 
 

@@ -17,6 +17,7 @@ the group commit, which saves everything submitted during the previous save in o
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import sqlite3
 import time
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from server.core.logs import summary_line
 from server.core.mac import mac_from_bytes
-from server.core.metrics import Registry
+from server.core.metrics import Gauge, Registry
 from server.core.policy import decide
 from server.dhcp.codec import (
     BOOTREQUEST,
@@ -227,11 +228,15 @@ class DhcpService:
         sightings: Sightings | None = None,
         lease_db: Path | None = None,
         profiles: ProfileTable | None = None,
+        link: str = "",
+        other_subnets: Sequence[Subnet] = (),
     ) -> None:
         """`lease_db`: the store's SQLite file; when given (full mode), lease batches are
         written inline on the loop (leasedb.py) and `lease_store` is the fallback.
         `profiles`: the table already rendered from `config` (the settings build it once);
-        without it the service renders one."""
+        without it the service renders one. `link`: the interface this service answers on when
+        there are several (named in its summary line); `other_subnets`: the subnets of the other
+        links, whose stored leases are theirs, not strays of this one's."""
         try:
             server_id = ip_bytes(config.server_ip)
         except ValueError:
@@ -240,6 +245,8 @@ class DhcpService:
                 "address on the site VLAN"
             ) from None
         self.config = config
+        self.link = link
+        self._other_subnets = tuple(other_subnets)
         self._index = index
         self._discovered = discovered
         self._sightings = sightings
@@ -319,10 +326,12 @@ class DhcpService:
             "connection (no inline writer, or its write lock was busy), or failed",
             ["path"],
         )
+        self._lease_gauge: Gauge | None = None
         if self.pool is not None:
-            metrics.gauge(
+            self._lease_gauge = metrics.gauge(
                 "imprint_dhcp_leases", "Full-mode leases known, by state", ["state"]
-            ).set_function(self._lease_counts)
+            )
+            self._lease_gauge.add_function(self._lease_counts)
 
     # -- live changes (SIGHUP) --
 
@@ -365,10 +374,16 @@ class DhcpService:
             return
         line, counts = summary_line(tally)
         self._log.info(
-            "DHCP last %g s: %s",
+            "DHCP%s last %g s: %s",
+            f" on {self.link}" if self.link else "",
             interval,
             line,
-            extra={"interval_s": interval, "decisions": counts, "total": sum(tally.values())},
+            extra={
+                "link": self.link,
+                "interval_s": interval,
+                "decisions": counts,
+                "total": sum(tally.values()),
+            },
         )
 
     # -- lifecycle --
@@ -377,7 +392,15 @@ class DhcpService:
         """Load persisted leases (full mode); call once before the first packet."""
         if self.pool is None or self._lease_store is None:
             return
-        skipped = self.pool.load(await self._lease_store.load_leases())
+        leases = await self._lease_store.load_leases()
+        if self._other_subnets:  # one store for every link: leave the others' leases to them
+            theirs = self._other_subnets
+            leases = [
+                lease
+                for lease in leases
+                if not any(ipaddress.IPv4Address(lease.ip) in sub.network for sub in theirs)
+            ]
+        skipped = self.pool.load(leases)
         if skipped:
             self._log.warning("ignored %d stored leases outside today's pools", skipped)
         if self._writer is not None and not self._writer.is_open:
@@ -394,6 +417,8 @@ class DhcpService:
     async def close(self) -> None:
         """Wait for submitted lease changes to be stored, then close the inline writer."""
         await self.drain()
+        if self._lease_gauge is not None:
+            self._lease_gauge.remove_function(self._lease_counts)
         if self._writer is not None:
             self._writer.close()
 

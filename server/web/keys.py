@@ -41,9 +41,8 @@ class Services:
     _registry: Registry | None = None
     _oauth: OAuthService | None = None
     admin: AdminAuth | None = None  # admin UI accounts and sessions; set once the store is open
-    dhcp: DhcpService | None = (
-        None  # the DHCP responder while it runs (SIGHUP reloads its profiles)
-    )
+    # The DHCP responders while they run, one per link (SIGHUP reloads their profiles).
+    dhcp: tuple[DhcpService, ...] = ()
 
     @property
     def registry(self) -> Registry:

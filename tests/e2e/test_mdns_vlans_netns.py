@@ -22,7 +22,14 @@ from scapy.layers.dns import DNS
 from scapy.layers.inet import IP
 
 from tests.e2e.test_mdns_netns import HOSTNAME, HTTP_PORT, INSTANCE, SERVICE, ZEROCONF_BROWSE
-from tests.helpers.netns import Node, Topology, require_root_netns
+from tests.helpers.netns import (
+    Node,
+    Topology,
+    add_link,
+    add_vlan,
+    require_root_netns,
+    vlan_supported,
+)
 from tests.helpers.server import Frame, ImprintServer, capture
 
 pytestmark = pytest.mark.netns
@@ -47,43 +54,6 @@ class Lab:
     h3: VlanHost  # VLAN 100, not registered
     links: list[str]  # the server's interface on link 1 (h1, h3) and link 2 (h2)
     server_ips: list[str]  # the server's address on each
-
-
-def ip(tp: Topology, where: Node | str, *argv: str) -> None:
-    done = tp.run(where, ["ip", *argv], timeout=10)
-    assert done.returncode == 0, f"ip {' '.join(argv)}: {done.stderr}"
-
-
-def vlan_supported(tp: Topology) -> bool:
-    probe = tp.run(
-        tp.switch_ns, ["ip", "link", "add", "link", "br0", "name", "v9", "type", "vlan", "id", "9"]
-    )
-    if probe.returncode != 0:
-        return False
-    ip(tp, tp.switch_ns, "link", "del", "v9")
-    return True
-
-
-def add_vlan(tp: Topology, node: Node, vid: int, cidr: str) -> str:
-    name = f"eth0.{vid}"
-    ip(tp, node, "link", "add", "link", "eth0", "name", name, "type", "vlan", "id", str(vid))
-    ip(tp, node, "addr", "add", cidr, "dev", name)
-    ip(tp, node, "link", "set", name, "up")
-    return name
-
-
-def add_link(tp: Topology, node: Node, port: str, cidr: str) -> str:
-    """A second veth `eth1` from `node` to bridge br9 in the switch namespace."""
-    sw = tp.switch_ns
-    if tp.run(sw, ["ip", "link", "show", "br9"]).returncode != 0:
-        ip(tp, sw, "link", "add", "br9", "type", "bridge", "mcast_snooping", "0")
-        ip(tp, sw, "link", "set", "br9", "up")
-    ip(tp, sw, "link", "add", port, "type", "veth", "peer", "name", "eth1", "netns", node.netns)
-    ip(tp, sw, "link", "set", port, "master", "br9", "up")
-    ip(tp, node, "link", "set", "eth1", "address", node.mac)  # one device, two links
-    ip(tp, node, "addr", "add", cidr, "dev", "eth1")
-    ip(tp, node, "link", "set", "eth1", "up")
-    return "eth1"
 
 
 @pytest.fixture(scope="module", params=["vlan", "links"])

@@ -1109,3 +1109,46 @@ def temporary_directory(prefix: str = "imp-") -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+# -- several links: 802.1Q VLANs on the trunk, or a second segment ---------------------------
+
+
+def ip(tp: Topology, where: Node | str, *argv: str) -> None:
+    """`ip ARGV` in a node or namespace; fails the test with ip's message if it fails."""
+    done = tp.run(where, ["ip", *argv], timeout=10)
+    assert done.returncode == 0, f"ip {' '.join(argv)}: {done.stderr}"
+
+
+def vlan_supported(tp: Topology) -> bool:
+    """True if this kernel makes 802.1Q VLAN interfaces (the 8021q module)."""
+    probe = tp.run(
+        tp.switch_ns, ["ip", "link", "add", "link", "br0", "name", "v9", "type", "vlan", "id", "9"]
+    )
+    if probe.returncode != 0:
+        return False
+    ip(tp, tp.switch_ns, "link", "del", "v9")
+    return True
+
+
+def add_vlan(tp: Topology, node: Node, vid: int, cidr: str) -> str:
+    """VLAN `vid` on the node's eth0 (`eth0.VID`) with address `cidr`; its name."""
+    name = f"eth0.{vid}"
+    ip(tp, node, "link", "add", "link", "eth0", "name", name, "type", "vlan", "id", str(vid))
+    ip(tp, node, "addr", "add", cidr, "dev", name)
+    ip(tp, node, "link", "set", name, "up")
+    return name
+
+
+def add_link(tp: Topology, node: Node, port: str, cidr: str) -> str:
+    """A second veth `eth1` from `node` to bridge br9 in the switch namespace."""
+    sw = tp.switch_ns
+    if tp.run(sw, ["ip", "link", "show", "br9"]).returncode != 0:
+        ip(tp, sw, "link", "add", "br9", "type", "bridge", "mcast_snooping", "0")
+        ip(tp, sw, "link", "set", "br9", "up")
+    ip(tp, sw, "link", "add", port, "type", "veth", "peer", "name", "eth1", "netns", node.netns)
+    ip(tp, sw, "link", "set", port, "master", "br9", "up")
+    ip(tp, node, "link", "set", "eth1", "address", node.mac)  # one device, two links
+    ip(tp, node, "addr", "add", cidr, "dev", "eth1")
+    ip(tp, node, "link", "set", "eth1", "up")
+    return "eth1"

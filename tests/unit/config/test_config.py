@@ -134,3 +134,88 @@ def test_subnets_from_the_environment_are_built_by_the_same_rules(
 def test_server_ip_must_be_an_ipv4_address(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"dhcp.server_ip: 'eth0' is not an IPv4 address"):
         load_settings(write(tmp_path, "[dhcp]\nserver_ip = 'eth0'\n"))
+
+
+# -- [[dhcp.links]]: several links, each with its own mode and subnets ----------------------------
+
+LINKS = """
+[dhcp]
+enabled = true
+
+[[dhcp.links]]
+interface = "eth0.100"
+mode = "full"
+server_ip = "10.100.0.1"
+[[dhcp.links.subnets]]
+subnet = "10.100.0.0/24"
+pool = "10.100.0.100-10.100.0.199"
+
+[[dhcp.links]]
+interface = "eth0.200"
+mode = "inform"
+"""
+
+
+def test_links_give_each_interface_its_mode_server_id_and_subnets(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, LINKS))
+    full, inform = s.dhcp.served_links()
+    assert (full.interface, full.mode, full.server_ip) == ("eth0.100", "full", "10.100.0.1")
+    assert [str(sub.network) for sub in full.subnets] == ["10.100.0.0/24"]
+    assert (inform.interface, inform.mode, inform.server_ip, inform.subnets) == (
+        "eth0.200",
+        "inform",
+        None,
+        (),
+    )
+
+
+def test_without_links_the_dhcp_keys_are_the_one_link(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, '[dhcp]\nenabled = true\ninterface = "eth1"\n'))
+    (link,) = s.dhcp.served_links()
+    assert (link.interface, link.mode, link.subnets) == ("eth1", "inform", ())
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (
+            LINKS.replace("enabled = true", 'enabled = true\nmode = "proxy"'),
+            "mode and [[dhcp.links]]",
+        ),
+        (
+            LINKS.replace("enabled = true", 'enabled = true\ninterface = "eth0"'),
+            "interface and [[dhcp.links]] are both set",
+        ),
+        (
+            LINKS.replace('interface = "eth0.200"', 'interface = "eth0.100"'),
+            "interface 'eth0.100' is already links.0",
+        ),
+        (LINKS.replace('interface = "eth0.200"\n', ""), "links.1 needs an interface"),
+        (
+            LINKS.replace('mode = "inform"', 'mode = "full"'),
+            "links.1 (eth0.200): mode = 'full' needs",
+        ),
+        (LINKS.replace('server_ip = "10.100.0.1"', 'server_ip = "x"'), "links.0.server_ip"),
+        (LINKS.replace('mode = "inform"', 'colour = "red"'), "dhcp.links.1.colour: unknown key"),
+        (
+            LINKS
+            + '[[dhcp.links]]\ninterface = "eth0.300"\nmode = "full"\n[[dhcp.links.subnets]]\n'
+            'subnet = "10.100.0.0/25"\npool = "10.100.0.10-10.100.0.20"\n',
+            "overlaps",
+        ),
+    ],
+    ids=[
+        "mode",
+        "interface",
+        "twice",
+        "no-interface",
+        "full-no-pool",
+        "bad-ip",
+        "unknown",
+        "overlap",
+    ],
+)
+def test_bad_links_are_refused_with_what_to_fix(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    assert fragment in str(info.value)

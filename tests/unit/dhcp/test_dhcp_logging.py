@@ -131,6 +131,28 @@ async def test_summary_counts_decisions_by_reason_then_starts_afresh(
     assert dhcp_records(caplog) == []
 
 
+async def test_with_several_links_each_summary_names_its_link(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="imprint.dhcp")
+    reg = Registry()
+    view = DeviceView(MAC, "acme", "Acme", DeviceState.AWAITING_ACTIVATION, "desk")
+    services = [
+        DhcpService(
+            DhcpConfig(mode=Mode.INFORM, server_ip=ip, endpoint=EP), {MAC: view}, reg, link=link
+        )
+        for link, ip in (("eth0.100", "10.100.0.1"), ("eth0.200", "10.200.0.1"))
+    ]
+    src = ("10.100.0.11", 68)
+    await services[0].handle(scapy_dhcp("inform", mac=MAC, xid=1, ciaddr=src[0]), src, "eth0.100")
+    caplog.clear()
+    for svc in services:
+        svc.log_summary(60)
+    [line] = dhcp_records(caplog)  # the idle link says nothing
+    assert line.getMessage() == "DHCP on eth0.100 last 60 s: 1 datagrams: reply IMP_REGISTERED 1"
+    assert line.__dict__["link"] == "eth0.100"
+
+
 def test_summary_line_orders_by_count_then_name() -> None:
     text, counts = summary_line({("reply", "B"): 1, ("reply", "A"): 1, ("ignore", "X"): 5})
     assert text == "7 datagrams: ignore X 5, reply A 1, reply B 1"

@@ -301,6 +301,50 @@ async def test_start_loads_leases_and_expiry_is_persisted() -> None:
     assert store.leases["198.18.77.150"].state is LeaseState.EXPIRED
 
 
+async def test_links_share_one_store_each_loads_its_own_leases_and_the_gauge_sums_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """[[dhcp.links]]: one lease store, one service per link; neither takes the other's leases
+    for strays, and imprint_dhcp_leases counts both until a service stops."""
+    other = subnet_from_mapping({"subnet": "10.200.0.0/24", "pool": "10.200.0.100-10.200.0.199"})
+    mac2 = "02:00:5e:00:01:02"
+    store = MemoryLeaseStore(
+        [
+            Lease("198.18.77.150", MAC, None, LeaseState.BOUND, T0 + 100, "198.18.77.0/24", T0),
+            Lease("10.200.0.150", mac2, None, LeaseState.BOUND, T0 + 100, "10.200.0.0/24", T0),
+        ]
+    )
+    reg = Registry()
+    idx = {MAC: view(MAC), mac2: view(mac2)}
+    first = DhcpService(
+        DhcpConfig(mode=Mode.FULL, server_ip=SERVER, endpoint=EP, subnets=(SUBNET,)),
+        idx,
+        reg,
+        lease_store=store,
+        clock=Clock(),
+        link="eth0.100",
+        other_subnets=(other,),
+    )
+    second = DhcpService(
+        DhcpConfig(mode=Mode.FULL, server_ip="10.200.0.1", endpoint=EP, subnets=(other,)),
+        idx,
+        reg,
+        lease_store=store,
+        clock=Clock(),
+        link="eth0.200",
+        other_subnets=(SUBNET,),
+    )
+    caplog.set_level(logging.WARNING, logger="imprint.dhcp")
+    await first.start()
+    await second.start()
+    assert [r for r in caplog.records if "outside today's pools" in r.getMessage()] == []
+    assert first.pool is not None and [x.ip for x in first.pool.leases()] == ["198.18.77.150"]
+    assert second.pool is not None and [x.ip for x in second.pool.leases()] == ["10.200.0.150"]
+    assert 'imprint_dhcp_leases{state="bound"} 2' in reg.render()
+    await second.close()
+    assert 'imprint_dhcp_leases{state="bound"} 1' in reg.render()
+
+
 async def test_release_is_persisted_and_counted_as_silent_not_dropped() -> None:
     store = MemoryLeaseStore()
     svc, reg, _, _ = make(Mode.FULL, store=store)
