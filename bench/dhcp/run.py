@@ -197,7 +197,8 @@ class ImprintServer:
         ip = tp.server.ip
         config["store"]["path"] = str(workdir / "imprint.db")
         config["http"] |= {"host": ip, "port": 443, "public_url": f"https://{ip}"}
-        config["mdns"]["interface"] = tp.server.ifname
+        config["mdns"].pop("interface", None)
+        config["mdns"]["interfaces"] = [tp.server.ifname]
         dhcp = config["dhcp"]
         dhcp |= {"mode": mode, "interface": tp.server.ifname, "server_ip": ip}
         if mode == "full":
