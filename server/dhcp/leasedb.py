@@ -10,7 +10,9 @@ is a write() to the WAL and no fsync). The table is the store's (`dhcp_leases`, 
 The loop never waits on another writer: busy_timeout is 0, so when the write lock is held
 elsewhere (an admin import, the CLI) `save_now` returns False and the caller falls back to the
 store's async path, which waits in its own thread. Checkpoints, which fsync, never run inline:
-autocheckpoint is off on this connection and `checkpoint()` runs a PASSIVE one in a thread.
+autocheckpoint is off on this connection and `checkpoint()` runs one in a thread: PASSIVE, then
+RESTART once the WAL passes 16 MiB, so it starts over instead of growing for as long as commits
+keep coming.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ _MOVE_TO_MAC = (
 # Take a checkpoint after this many inline commits, or this long after the first unflushed one.
 CHECKPOINT_COMMITS = 500
 CHECKPOINT_SECONDS = 1.0
+# A WAL larger than this is started over after the checkpoint (see _checkpoint_blocking); how
+# long that RESTART waits for the writer in flight and for readers of old frames.
+WAL_RESTART_BYTES = 16 << 20
+CHECKPOINT_WAIT_MS = 200
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -132,7 +138,7 @@ class SqliteLeaseWriter:
         )
 
     async def checkpoint(self) -> None:
-        """Copy the WAL into the database file (PASSIVE: never waits on readers or writers)."""
+        """Copy the WAL into the database file; past WAL_RESTART_BYTES, start it over."""
         if self._checkpointing:
             return
         self._checkpointing = True
@@ -146,6 +152,16 @@ class SqliteLeaseWriter:
         # Its own connection, used only in this worker thread, so the loop's is never shared.
         db = sqlite3.connect(self.path, isolation_level=None)
         try:
+            # PASSIVE copies what it can without holding anyone up.
             db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            # Under a steady stream of commits a PASSIVE checkpoint never catches up with the
+            # last frame, so the WAL is never started over and grows without bound (measured:
+            # 12 MB/s at 3,000 DORA/s). Past WAL_RESTART_BYTES, RESTART finishes the few frames
+            # left, syncs, and lets the next commit write from the WAL's start again. It holds
+            # new writers back only that long (an inline save refused meanwhile is retried).
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists() and wal.stat().st_size > WAL_RESTART_BYTES:
+                db.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
+                db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
         finally:
             db.close()

@@ -102,6 +102,7 @@ class DhcpServer:
         self._held = 0
         self._by_client: dict[bytes, deque[_Held]] = {}
         self._by_batch: dict[asyncio.Future[None], list[bytes]] = {}
+        self._watched: set[asyncio.Future[None]] = set()  # batches with a done callback
         self._unsent: deque[Outgoing] = deque()
         self._expire_interval = expire_interval
         self._summary_interval = summary_interval
@@ -161,6 +162,15 @@ class DhcpServer:
         sock = self._sock
         if sock is None:
             return
+        try:
+            self._read_burst(sock)
+        finally:
+            # The burst's lease changes in one inline transaction, then its replies, all in
+            # this callback: no task and no extra loop iteration per commit.
+            self.service.flush_commits()
+            self._settle()
+
+    def _read_burst(self, sock: socket.socket) -> None:
         fill = self.queue_fill()
         for n in range(_BURST):
             if n and not n % _FILL_EVERY:
@@ -200,11 +210,10 @@ class DhcpServer:
             else:
                 line.append(entry)
             self._held += 1
-            # One callback per commit batch, not per reply: the batch's future is shared.
+            # Released per commit batch, not per reply: the batch's future is shared.
             keys = self._by_batch.get(result.stored)
             if keys is None:
                 self._by_batch[result.stored] = [key]
-                result.stored.add_done_callback(self._stored)
             else:
                 keys.append(key)
         elif line is not None:
@@ -216,7 +225,21 @@ class DhcpServer:
             for out in result:
                 self._send(out)
 
+    def _settle(self) -> None:
+        """Release the lines whose batch is stored; wait (a done callback) for the others."""
+        if not self._by_batch:
+            return
+        for batch in list(self._by_batch):
+            if batch in self._watched:
+                continue
+            if batch.done():
+                self._stored(batch)
+            else:  # saved through the store's connection: released when that completes
+                self._watched.add(batch)
+                batch.add_done_callback(self._stored)
+
     def _stored(self, batch: asyncio.Future[None]) -> None:
+        self._watched.discard(batch)
         for key in self._by_batch.pop(batch, ()):
             self._release(key)
 
@@ -344,6 +367,7 @@ class DhcpServer:
         self._unsent.clear()
         self._by_client.clear()  # their commits still complete; the replies are not sent
         self._by_batch.clear()
+        self._watched.clear()
         self._held = 0
         with contextlib.suppress(Exception):
             await self.service.close()
