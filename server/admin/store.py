@@ -180,7 +180,7 @@ class AdminStore:
         """End a session; `audit` = (username, tenant) records a logout. True if it existed."""
         async with self.store.transaction(now) as tx:
             cur = await tx.execute("DELETE FROM admin_sessions WHERE id_hash = ?", (id_hash,))
-            gone = cur.rowcount == 1
+            gone = int(cur.rowcount) == 1
             if gone and audit is not None:
                 username, tenant_id = audit
                 await tx.audit(f"admin:{username}", tenant_id, "admin.logout", username)

@@ -89,12 +89,15 @@ class ProvisioningService:
         clock: Callable[[], datetime],
         transaction: Callable[[str], AbstractAsyncContextManager[Tx]],
         changed: Callable[[Sequence[str]], Awaitable[None]],
+        quick_transaction: Callable[[str], AbstractAsyncContextManager[Tx]] | None = None,
     ) -> None:
         self.store = store
         self.vault = vault
         self.policy = policy
         self.clock = clock
         self._transaction = transaction
+        # Code entry's one short transaction runs inline (no thread hop per statement).
+        self._quick_transaction = quick_transaction or transaction
         self._changed = changed
 
     def set_policy(self, *, ttl: timedelta | None = None, max_attempts: int | None = None) -> None:
@@ -192,7 +195,7 @@ class ProvisioningService:
         now = iso(self.clock())
         actor = f"device:{mac}@{source}"
         secret = secrets.token_urlsafe(32)
-        async with self._transaction(now) as tx:
+        async with self._quick_transaction(now) as tx:
             row = await codes.redeem_row(tx, mac)
             verdict = redeem(row.code if row else None, entry, now, policy)
             if row is None:

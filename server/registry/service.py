@@ -106,6 +106,7 @@ class Registry:
             policy=CodePolicy(code_ttl, max_attempts),
             clock=lambda: self.clock(),
             transaction=self._transaction,
+            quick_transaction=self._quick_transaction,
             changed=self.refresh,
         )
 
@@ -163,6 +164,16 @@ class Registry:
         """A store transaction; afterwards the index's change cursor skips our own changes."""
         async with self.store.transaction(now) as tx:
             yield tx
+        self._skip_own(tx)
+
+    @asynccontextmanager
+    async def _quick_transaction(self, now: str) -> AsyncIterator[Tx]:
+        """The same for a short transaction run inline (SqliteStore.quick_transaction)."""
+        async with self.store.quick_transaction(now) as tx:
+            yield tx
+        self._skip_own(tx)
+
+    def _skip_own(self, tx: Tx) -> None:
         if tx.changed_macs:
             first = tx.last_seq - len(tx.changed_macs) + 1
             # Our rows are contiguous (BEGIN IMMEDIATE); if nobody else wrote since the cursor,

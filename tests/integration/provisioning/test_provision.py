@@ -199,3 +199,65 @@ async def test_concurrent_redemptions_of_one_code_succeed_exactly_once(api: Api)
         "GET", "/api/v1/tenants/contoso/devices?state=awaiting_sign_in&limit=1"
     )
     assert body["count"] == 200
+
+
+async def test_code_entry_runs_inline_without_a_round_trip_to_the_writer_thread(
+    api: Api,
+) -> None:
+    """The whole redemption (read, consume, state change, change log, audit) is one transaction
+    on the inline connection: the writer connection's thread sees no statement of it."""
+    codes = await setup_devices(api, MAC1)
+    writer = api.registry.store._w
+    seen: list[str] = []
+    real = writer.execute
+
+    def spy(sql: str, *args: Any, **kw: Any) -> Any:
+        seen.append(sql)
+        return real(sql, *args, **kw)
+
+    writer.execute = spy  # type: ignore[method-assign]
+    try:
+        status, body = await provision(api, MAC1, codes[MAC1])
+    finally:
+        writer.execute = real  # type: ignore[method-assign]
+    assert status == 200, body
+    assert seen == []
+    assert api.registry.index[MAC1].state == "awaiting_sign_in"
+    status, audit = await api.call("GET", "/api/v1/tenants/contoso/audit")
+    assert audit["results"][0]["action"] == "provision.success"
+
+
+async def test_code_entry_waits_for_another_process_holding_the_lock_then_succeeds_once(
+    api: Api,
+) -> None:
+    """Another process (the CLI, an import) holds the write lock: the inline connection never
+    waits on the loop; the entry goes through the writer's thread, which does, and it still
+    succeeds exactly once."""
+    codes = await setup_devices(api, MAC1)
+    unlimited(api)
+    other = sqlite3.connect(api.registry.store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    entries = [asyncio.create_task(provision(api, MAC1, codes[MAC1])) for _ in range(4)]
+    await asyncio.sleep(0.3)
+    assert not any(t.done() for t in entries)  # waiting for the lock, not failing
+    other.execute("COMMIT")
+    other.close()
+    results = await asyncio.wait_for(asyncio.gather(*entries), 10)
+    assert sorted(s for s, _ in results) == [200, 409, 409, 409]
+    assert api.registry.index[MAC1].state == "awaiting_sign_in"
+
+
+async def test_a_failed_inline_transaction_leaves_nothing_behind(api: Api) -> None:
+    codes = await setup_devices(api, MAC1)
+    store = api.registry.store
+    try:
+        async with store.quick_transaction("2026-11-27T12:00:00Z") as tx:
+            await tx.execute("UPDATE codes SET failed_attempts = 3 WHERE mac = ?", (MAC1,))
+            await tx.audit("test", "contoso", "test.action", MAC1)
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    row = await store._one("SELECT failed_attempts FROM codes WHERE mac = ?", (MAC1,))
+    assert row[0] == 0
+    status, body = await provision(api, MAC1, codes[MAC1])  # the inline connection still works
+    assert status == 200, body
