@@ -283,6 +283,14 @@ class Step:
     load1: float | None = None  # 1-minute load average when the step started
     cpu_us: float | None = None  # server CPU (user + system, all threads) per completed exchange
     clients: int = 0  # registered MACs
+    # Where the server side lost datagrams during the step: the kernel at the server's socket
+    # (/proc/net/snmp Udp RcvbufErrors in its namespace), and Imprint's own shedding before
+    # decoding (imprint_dhcp_packets_shed_total + dropped DHCP_QUEUE_FULL/DHCP_OVERLOAD).
+    kernel_drops: int | None = None
+    server_shed: int | None = None
+    # The same counter in the client's namespace: replies the kernel dropped at perfdhcp's (or
+    # inform_load's) own socket because the client did not read them in time.
+    client_drops: int | None = None
 
 
 def _round(value: float | None) -> float | None:
@@ -421,14 +429,48 @@ def measure_step(
     """One judged step with the load average before it and the server's CPU per exchange."""
     measure = {"dora": measure_dora, "proxy": measure_proxy, "inform": measure_inform}[test]
     load = os.getloadavg()[0]
+    k0, shed0 = rcvbuf_errors(tp), shed_count(tp, server)
+    c0 = rcvbuf_errors(tp, tp.hosts[0])
     before = cpu_seconds(server.pid)
     step = judge(measure(tp, tp.hosts[0], server.name, mac_list, rate, seconds), max_drop_pct)
     after = cpu_seconds(server.pid)
+    k1, shed1 = rcvbuf_errors(tp), shed_count(tp, server)
+    c1 = rcvbuf_errors(tp, tp.hosts[0])
+    step.client_drops = c1 - c0 if c0 is not None and c1 is not None else None
+    step.kernel_drops = k1 - k0 if k0 is not None and k1 is not None else None
+    step.server_shed = shed1 - shed0 if shed0 is not None and shed1 is not None else None
     step.load1 = round(load, 2)
     step.clients = clients
     if before is not None and after is not None and step.completed:
         step.cpu_us = round((after - before) / step.completed * 1e6, 1)
     return step
+
+
+def rcvbuf_errors(tp: Topology, where: Node | None = None) -> int | None:
+    """Udp RcvbufErrors in the server's namespace (or `where`'s): datagrams the kernel dropped
+    at a full socket receive queue (one receiver in each: the server, or the client)."""
+    done = tp.run(where or tp.server, ["cat", "/proc/net/snmp"], timeout=10)
+    lines = [ln.split() for ln in done.stdout.splitlines() if ln.startswith("Udp:")]
+    if len(lines) < 2 or "RcvbufErrors" not in lines[0]:
+        return None
+    return int(lines[1][lines[0].index("RcvbufErrors")])
+
+
+def shed_count(tp: Topology, server: ServerUnderTest) -> int | None:
+    """Datagrams Imprint dropped before decoding them (its /metrics); None for Kea."""
+    if server.name != "imprint":
+        return None
+    done = tp.run(
+        tp.hosts[0], ["curl", "-sk", "--max-time", "5", f"https://{SERVER_IP}/metrics"], timeout=10
+    )
+    total = 0
+    for line in done.stdout.splitlines():
+        if line.startswith("imprint_dhcp_packets_shed_total") or (
+            line.startswith("imprint_dhcp_packets_dropped_total")
+            and ('"DHCP_QUEUE_FULL"' in line or '"DHCP_OVERLOAD"' in line)
+        ):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total if done.returncode == 0 else None
 
 
 def judge(step: Step, max_drop_pct: float) -> Step:
@@ -502,7 +544,7 @@ def interleave(sweeps: dict[str, Iterator[Step]]) -> Iterator[Step]:
 HEADER = (
     f"{'server':8} {'test':6} {'MACs':>7} {'rate/s':>7} {'offered':>8} {'sent':>7} "
     f"{'answered':>8} {'drop%':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'OFFER p99':>9} "
-    f"{'CPU us':>7} {'load':>5}  result"
+    f"{'CPU us':>7} {'kdrop':>6} {'shed':>6} {'cdrop':>6} {'load':>5}  result"
 )
 
 
@@ -518,11 +560,14 @@ def _row(s: Step) -> str:
     verdict = "pass" if s.passed else "FAIL"
     note = f" ({s.note})" if s.note else ""
     cpu = "-" if s.cpu_us is None else f"{s.cpu_us:.0f}"
+    kdrop = "-" if s.kernel_drops is None else str(s.kernel_drops)
+    shed = "-" if s.server_shed is None else str(s.server_shed)
+    cdrop = "-" if s.client_drops is None else str(s.client_drops)
     return (
         f"{s.server:8} {s.test:6} {s.clients:>7} {s.rate:>7} {s.offered_rate:>8.0f} {s.sent:>7} "
         f"{s.completed:>8} {s.drop_pct:>7.2f} {_fmt(s.p50_ms):>7} {_fmt(s.p99_ms):>7} "
-        f"{_fmt(s.max_ms):>7} {_fmt(s.first_p99_ms):>9} {cpu:>7} {_load(s.load1):>5}  "
-        f"{verdict}{note}"
+        f"{_fmt(s.max_ms):>7} {_fmt(s.first_p99_ms):>9} {cpu:>7} {kdrop:>6} {shed:>6} "
+        f"{cdrop:>6} {_load(s.load1):>5}  {verdict}{note}"
     )
 
 
