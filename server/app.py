@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import ipaddress
 import logging
 import platform
@@ -574,6 +575,12 @@ async def serve(
                 f"{e}: ports below 1024 need root or CAP_NET_BIND_SERVICE (see the README)"
             ) from e
         raise ConfigError(f"cannot start: {e}") from e
+    # What start-up built lives as long as the process (the registry's MAC index, the lease
+    # pool, route tables, modules): take it out of the cyclic GC's sight, so a full collection
+    # walks only what was made since. Measured at 9,000 DORA/s with 2,000 MACs: full
+    # collections of up to 26 ms, four per 12 s, each one a backlog of datagrams.
+    gc.collect()
+    gc.freeze()
     url = app[SERVICES].public_url
     log.info("Imprint %s listening on %s (public URL %s)", __version__, site.name, url)
     if ready:
