@@ -29,7 +29,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from server.admin.store import AdminRow, AdminStore
-from server.registry.service import Principal, Role, iso, parse_iso
+from server.registry.model import iso, parse_iso
+from server.registry.service import Principal, Role
 from server.store.base import Invalid
 
 log = logging.getLogger("imprint.admin")

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from server import __version__
 from server.core.metrics import Counter
 from server.registry.csvio import CsvError, parse_upload
-from server.registry.model import Device, DeviceState, Tenant
-from server.registry.service import Principal, Registry, iso
+from server.registry.model import Device, DeviceState, Tenant, iso
+from server.registry.service import Principal, Registry
 from server.store.base import Invalid
 from server.web.downloads import export_download, template_download
 from server.web.errors import ApiError, json_errors

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from server.cli.common import Cli, Commands, table
 from server.config import FINGERPRINT_STAND_IN, ConfigError, Settings
-from server.registry.service import iso
+from server.registry.model import iso
 
 
 async def cmd_serve(s: Settings, a: argparse.Namespace) -> int:

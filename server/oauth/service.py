@@ -66,8 +66,8 @@ from server.oauth.rules import (
 from server.oauth.store import ClientRow, OAuthStore, UserRow, revoke_device_tokens
 from server.oauth.users import Passwords, UserAccounts
 from server.provisioning.codes import format_code, generate_code, normalize_code
-from server.registry.model import Device, DeviceState
-from server.registry.service import Principal, Registry, iso, parse_iso, token_digest
+from server.registry.model import Device, DeviceState, iso, parse_iso, token_digest
+from server.registry.service import Principal, Registry
 from server.store.base import Conflict
 from server.store.sqlite import Tx
 

@@ -29,7 +29,6 @@ from server.registry.model import (
     Tenant,
     TenantError,
     iso,
-    parse_iso,
     token_digest,
     validate_tenant_id,
 )
@@ -561,7 +560,4 @@ __all__ = [
     "ExportRow",
     "Redemption",
     "Tx",
-    "iso",
-    "parse_iso",
-    "token_digest",
 ]

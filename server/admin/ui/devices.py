@@ -9,8 +9,7 @@ from aiohttp import web
 
 from server.admin.ui import common
 from server.admin.ui.state import page_count
-from server.registry.model import DeviceState
-from server.registry.service import iso
+from server.registry.model import DeviceState, iso
 from server.store.base import Conflict, Invalid
 from server.web.keys import SERVICES
 

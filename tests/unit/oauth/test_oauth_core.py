@@ -26,7 +26,7 @@ from server.oauth.rules import (
     validate_scope,
 )
 from server.oauth.users import Passwords
-from server.registry.service import iso
+from server.registry.model import iso
 from server.store.base import Invalid
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
