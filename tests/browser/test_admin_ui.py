@@ -282,7 +282,10 @@ def test_pages_have_labelled_controls_and_work_from_the_keyboard(
 ) -> None:
     page = browser().new_page()
     page.goto(server.url + "/ui/login")
-    # Keyboard only: the username field has focus, Tab moves on, Enter submits.
+    # Keyboard only: the username field has focus, Tab moves on, Enter submits. The focus is
+    # awaited first: `goto` can return before the browser has applied autofocus, and a key
+    # typed then is lost (seen once in CI: "ps" in the field).
+    expect(page.get_by_label("Username")).to_be_focused()
     page.keyboard.type("ops")
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
