@@ -13,6 +13,7 @@ import platform
 import signal
 import socket
 import ssl
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -538,6 +539,11 @@ async def serve(
 
     SIGHUP reloads the config file (see server/reload.py); `dhcp_probe=False` skips full
     mode's check for another DHCP server."""
+    # Bulk work runs Python in worker threads (code minting, CSV and JSON of 100,000 rows); a
+    # thread keeps the GIL for up to the switch interval, and each of the loop's steps then
+    # waits that long. 1 ms instead of the default 5 ms: measured with 100,000 devices, the
+    # worst /healthz latency during bulk codes fell from 0.08-0.10 s to 0.06 s.
+    sys.setswitchinterval(0.001)
     cert = resolve_certificate(settings)
     if cert is None:
         log.warning(

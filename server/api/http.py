@@ -6,6 +6,7 @@ The contract other parts and tools rely on: extend it, don't rename it.
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -455,8 +456,19 @@ async def issue_codes(request: web.Request, tenant: str, body: CodesIn) -> web.R
     issued = await reg(request).generate_codes(
         who(request), tenant, body.macs, body.all_awaiting_activation
     )
-    data = [{"mac": c.mac, "code": c.code, "expires_at": c.expires_at} for c in issued]
-    return web.json_response(data, status=201, headers={"Cache-Control": "no-store"})
+
+    def encode() -> bytes:
+        data = [{"mac": c.mac, "code": c.code, "expires_at": c.expires_at} for c in issued]
+        return json.dumps(data).encode()
+
+    # 100,000 codes are 9 MB of JSON: encoded off the event loop (0.1 s on it).
+    body_bytes = await asyncio.to_thread(encode) if len(issued) > 1000 else encode()
+    return web.Response(
+        body=body_bytes,
+        status=201,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @routes.route(

@@ -8,6 +8,7 @@ right after each of our own commits, and from `registry_changes` for other proce
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -373,14 +374,18 @@ class Registry:
                 )
                 if progress:
                     progress(min(start + _IMPORT_CHUNK, total), total)
-        self._apply(
-            [
-                DeviceView(
-                    r.mac, tenant_id, tenant.name, DeviceState.AWAITING_ACTIVATION, r.location
-                )
-                for r in rows
-            ]
-        )
+        # The index learns the rows a chunk at a time, yielding between chunks: 100,000 at once
+        # held the event loop (which DHCP and mDNS share) for 0.12 s.
+        for start in range(0, total, _IMPORT_CHUNK):
+            self._apply(
+                [
+                    DeviceView(
+                        r.mac, tenant_id, tenant.name, DeviceState.AWAITING_ACTIVATION, r.location
+                    )
+                    for r in rows[start : start + _IMPORT_CHUNK]
+                ]
+            )
+            await asyncio.sleep(0)
         return total
 
     # ---- verification codes ------------------------------------------------------------------
@@ -447,19 +452,24 @@ class Registry:
             if state in (None, DeviceState.AWAITING_ACTIVATION)
             else {}
         )
-        out = []
-        for mac, loc, st in rows:
-            current = codes.get(mac)
-            out.append(
-                ExportRow(
-                    mac,
-                    loc,
-                    current.code if current else "",
-                    current.expires_at if current else "",
-                    st,
+
+        def join() -> list[ExportRow]:
+            out = []
+            for mac, loc, st in rows:
+                current = codes.get(mac)
+                out.append(
+                    ExportRow(
+                        mac,
+                        loc,
+                        current.code if current else "",
+                        current.expires_at if current else "",
+                        st,
+                    )
                 )
-            )
-        return out
+            return out
+
+        # 100,000 rows: off the event loop (0.15-0.18 s on it), as the CSV writing is.
+        return await asyncio.to_thread(join)
 
     async def reset_device(self, who: Principal, tenant_id: str, mac: str) -> Device:
         """Back to awaiting activation: revokes the device's credential and its code."""
