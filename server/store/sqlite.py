@@ -133,15 +133,14 @@ class Tx:
     async def mark_changed(self, macs: Sequence[str]) -> None:
         """Record device changes so other processes' indexes pick them up."""
         self.changed_macs.extend(macs)
-        if len(macs) == 1:  # one statement: the row and its sequence number
-            row = await self.fetchone(
-                "INSERT INTO registry_changes (mac) VALUES (?) RETURNING seq", (macs[0],)
-            )
-        else:
-            await self.executemany(
-                "INSERT INTO registry_changes (mac) VALUES (?)", ((m,) for m in macs)
-            )
-            row = await self.fetchone("SELECT max(seq) FROM registry_changes")
+        if len(macs) == 1:  # one statement: seq is the rowid, so the cursor gives it
+            cur = await self.execute("INSERT INTO registry_changes (mac) VALUES (?)", (macs[0],))
+            self.last_seq = int(cur.lastrowid or 0)
+            return
+        await self.executemany(
+            "INSERT INTO registry_changes (mac) VALUES (?)", ((m,) for m in macs)
+        )
+        row = await self.fetchone("SELECT max(seq) FROM registry_changes")
         self.last_seq = int(row[0]) if row and row[0] is not None else 0
 
 
