@@ -558,6 +558,12 @@ async def serve(
             cert.cert_file,
             cert.fingerprint_sha256,
         )
+    # SIGTERM from the moment start-up begins: a stop that arrives while the site binds or the
+    # GC freezes is honoured once start-up ends (a clean exit 0), not the default kill.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     app = build_app(settings, cert=cert)
     app[DHCP_PROBE] = dhcp_probe
     install_sighup(app)
@@ -591,10 +597,6 @@ async def serve(
     log.info("Imprint %s listening on %s (public URL %s)", __version__, site.name, url)
     if ready:
         ready(url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:
