@@ -88,8 +88,12 @@ class DeviceOut(BaseModel):
 
 
 class DeviceList(BaseModel):
-    count: int
+    count: int | None = Field(
+        description="every device that matches; null on a page asked for by cursor"
+    )
     results: list[DeviceOut]
+    next_cursor: str | None = Field(description="the page after this one; null on the last")
+    prev_cursor: str | None = Field(description="the page before this one; null on the first")
 
 
 class CodesIn(_Body):
@@ -298,27 +302,52 @@ async def add_device(request: web.Request, tenant: str, body: DeviceIn) -> dict[
 @routes.route(
     "GET",
     "/api/v1/tenants/{tenant}/devices",
-    summary="List devices (paged, searchable)",
+    summary="List devices in MAC order (cursor pages, searchable)",
     tag="devices",
     params=(
         T,
         STATE,
         Param("q", "query", {"type": "string"}, "MAC or location contains"),
         Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
-        Param("offset", "query", {"type": "integer", "minimum": 0, "default": 0}),
+        Param(
+            "cursor",
+            "query",
+            {"type": "string"},
+            "a page's next_cursor or prev_cursor: every device present when a walk began is "
+            "returned exactly once, however many are added meanwhile",
+        ),
+        Param(
+            "offset",
+            "query",
+            {"type": "integer", "minimum": 0, "default": 0},
+            "rows to skip (small lists; deep offsets are slow, prefer cursor)",
+        ),
+        Param(
+            "count",
+            "query",
+            {"type": "boolean"},
+            "count every match (default: on the first page only)",
+        ),
     ),
     responses={200: ("devices", DeviceList)},
 )
 async def list_devices(request: web.Request, tenant: str) -> dict[str, Any]:
-    count, devices = await reg(request).list_devices(
+    page = await reg(request).list_devices(
         who(request),
         tenant,
         state=request.query.get("state") or None,
         q=request.query.get("q") or None,
         limit=int_query(request, "limit", 100),
         offset=int_query(request, "offset", 0),
+        cursor=request.query.get("cursor") or None,
+        with_count=bool_query(request, "count") if "count" in request.query else None,
     )
-    return {"count": count, "results": [device_out(d) for d in devices]}
+    return {
+        "count": page.count,
+        "results": [device_out(d) for d in page.devices],
+        "next_cursor": page.next_cursor,
+        "prev_cursor": page.prev_cursor,
+    }
 
 
 @routes.route(

@@ -36,12 +36,17 @@ async def cmd_devices_add(s: Settings, a: argparse.Namespace) -> int:
 async def cmd_devices_list(s: Settings, a: argparse.Namespace) -> int:
     cli = Cli(s)
     async with cli as reg:
-        count, devices = await reg.list_devices(cli.who, a.tenant, a.state, a.q, a.limit, a.offset)
+        page = await reg.list_devices(
+            cli.who, a.tenant, a.state, a.q, a.limit, a.offset, a.cursor, with_count=True
+        )
+    count, devices = page.count or 0, page.devices
     if a.json:
         print(
             json.dumps(
                 {
                     "count": count,
+                    "next_cursor": page.next_cursor,
+                    "prev_cursor": page.prev_cursor,
                     "results": [
                         {
                             "mac": d.mac,
@@ -66,8 +71,13 @@ async def cmd_devices_list(s: Settings, a: argparse.Namespace) -> int:
             ],
         )
     )
-    shown = f"{a.offset + 1}-{a.offset + len(devices)}" if devices else "0"
-    print(f"\n{shown} of {count} device(s)")
+    if a.cursor:
+        print(f"\n{len(devices)} of {count} device(s)")
+    else:
+        shown = f"{a.offset + 1}-{a.offset + len(devices)}" if devices else "0"
+        print(f"\n{shown} of {count} device(s)")
+    if page.next_cursor:
+        print(f"next page: --cursor {page.next_cursor}")
     return 0
 
 
@@ -126,6 +136,7 @@ def register(commands: Commands) -> None:
     sp.add_argument("--q", help="MAC or location contains")
     sp.add_argument("--limit", type=int, default=100)
     sp.add_argument("--offset", type=int, default=0)
+    sp.add_argument("--cursor", help="the 'next page' cursor a previous list printed")
     sp.add_argument("--json", action="store_true")
     sp = devices.add(
         "import", cmd_devices_import, "register devices from a CSV file (all rows or none)"

@@ -6,6 +6,8 @@ Pure: no I/O, no clock, no randomness. Frozen dataclasses inside; pydantic only 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 from collections.abc import Mapping
@@ -123,6 +125,55 @@ class Device:
     device_id: str
     code_expires_at: str | None = None
     signed_in_user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePage:
+    """One page of a device list in MAC order, with cursors to its neighbours (None at an end).
+
+    `count` is every match, or None when the caller asked for a page after the first: counting a
+    million devices costs more than the page itself."""
+
+    count: int | None
+    devices: list[Device]
+    next_cursor: str | None
+    prev_cursor: str | None
+
+
+class CursorError(ValueError):
+    pass
+
+
+_CURSOR_AFTER = "a"
+_CURSOR_BEFORE = "b"
+
+
+def encode_cursor(mac: str, *, before: bool = False) -> str:
+    """An opaque page cursor: the page after (or before) `mac`, in MAC order. Stable while
+    devices are added or removed: a page is a seek from a key, never a count of rows."""
+    raw = f"{_CURSOR_BEFORE if before else _CURSOR_AFTER}:{mac}".encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> tuple[bool, str]:
+    """(before, mac) from a cursor this server gave; CursorError for anything else."""
+    bad = CursorError(
+        f"cursor {cursor[:40]!r} is not one this server gave: "
+        "use the next_cursor or prev_cursor of a list response, or start again without one"
+    )
+    if not 1 <= len(cursor) <= 64 or not cursor.isascii():
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise bad from None
+    kind, _, mac = raw.partition(":")
+    if kind not in (_CURSOR_AFTER, _CURSOR_BEFORE) or not _CURSOR_MAC.match(mac):
+        raise bad
+    return kind == _CURSOR_BEFORE, mac
+
+
+_CURSOR_MAC = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$")
 
 
 @dataclass(frozen=True, slots=True)

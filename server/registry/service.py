@@ -23,12 +23,16 @@ from server.provisioning.service import CodePolicy, IssuedCode, ProvisioningServ
 from server.provisioning.store import delete_code
 from server.registry import store as db
 from server.registry.model import (
+    CursorError,
     Device,
     DeviceEvent,
+    DevicePage,
     DeviceState,
     DeviceView,
     Tenant,
     TenantError,
+    decode_cursor,
+    encode_cursor,
     iso,
     token_digest,
     validate_tenant_id,
@@ -273,7 +277,13 @@ class Registry:
         q: str | None = None,
         limit: int = 100,
         offset: int = 0,
-    ) -> tuple[int, list[Device]]:
+        cursor: str | None = None,
+        with_count: bool | None = None,
+    ) -> DevicePage:
+        """A page of devices in MAC order. `cursor` (from a page's next_cursor or prev_cursor)
+        seeks from a MAC, so a walk sees every device that was there when it began exactly
+        once, however many are added or removed meanwhile; `offset` is kept for small lists.
+        The count comes with the first page (no cursor) unless `with_count` says otherwise."""
         await self._tenant(who, tenant_id)
         if state is not None and state not in DeviceState.__members__.values():
             raise Invalid(
@@ -283,13 +293,46 @@ class Registry:
             raise Invalid("limit must be between 1 and 1000")
         if offset < 0:
             raise Invalid("offset must be 0 or more")
+        before: str | None = None
+        after: str | None = None
+        if cursor:
+            if offset:
+                raise Invalid("give cursor or offset, not both")
+            try:
+                backwards, mac = decode_cursor(cursor)
+            except CursorError as e:
+                raise Invalid(
+                    str(e), [{"field": "cursor", "value": cursor, "message": str(e)}]
+                ) from None
+            before, after = (mac, None) if backwards else (None, mac)
         if q:
             q = q.strip()
             try:  # a full MAC in any accepted spelling finds the device
                 q = normalize_mac(q)
             except MacError:
                 q = q.lower() if all(c in "0123456789abcdefABCDEF:-." for c in q) else q
-        return await self.store.list_devices(tenant_id, state, q or None, limit, offset)
+        count, rows = await self.store.list_devices(
+            tenant_id,
+            state,
+            q or None,
+            limit + 1,  # one more than the page says whether another page follows
+            offset,
+            after=after,
+            before=before,
+            with_count=not cursor if with_count is None else with_count,
+        )
+        more = len(rows) > limit
+        devices = rows[-limit:] if before is not None else rows[:limit]
+        if not devices:
+            return DevicePage(count, devices, None, None)
+        first, last = devices[0].mac, devices[-1].mac
+        if before is not None:  # walking back: the rows before exist when this page was full
+            prev_cursor = encode_cursor(first, before=True) if more else None
+            next_cursor: str | None = encode_cursor(last)
+        else:
+            next_cursor = encode_cursor(last) if more else None
+            prev_cursor = encode_cursor(first, before=True) if after or offset else None
+        return DevicePage(count, devices, next_cursor, prev_cursor)
 
     async def update_device(
         self, who: Principal, tenant_id: str, mac: str, location: str

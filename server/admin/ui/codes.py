@@ -31,6 +31,7 @@ async def generate_codes(request: web.Request) -> web.Response:
         tab=DeviceState.AWAITING_ACTIVATION.value,
         q=common.form_text(form, "q", 100),
         page=common.form_text(form, "page", 10),
+        cursor=common.form_text(form, "cursor", 64),
     )
     all_waiting = form.get("all") == "1"
     macs = [m for m in form.getall("mac", []) if isinstance(m, str)]
@@ -97,13 +98,14 @@ async def sheet(request: web.Request) -> web.Response:
         devices = [found[m] for m in macs if m in found]
         total = len(devices)
     else:
-        total, devices = await registry.list_devices(
+        listed = await registry.list_devices(
             who,
             tenant.id,
             state=DeviceState.AWAITING_ACTIVATION.value,
             limit=common.SHEET_SIZE,
             offset=(page - 1) * common.SHEET_SIZE,
         )
+        total, devices = listed.count or 0, listed.devices
     codes = await common.current_codes(request, tenant.id, devices)
 
     def cards() -> list[dict[str, str]]:

@@ -24,6 +24,7 @@ async def devices_page(request: web.Request) -> web.Response:
         tab = DeviceState.AWAITING_ACTIVATION.value
     q = request.query.get("q", "").strip()[:100]
     page = common.int_query(request, "page", 1)
+    cursor = request.query.get("cursor", "")[:64] or None
     counts = await common.admin_store(request).state_counts(tenant.id)
     rows: list[dict[str, Any]] = []
     discovered: list[dict[str, Any]] = []
@@ -49,20 +50,54 @@ async def devices_page(request: web.Request) -> web.Response:
                     "count": e.count,
                 }
             )
-    else:
-        total, devices = await common.registry_of(request).list_devices(
-            common.principal_of(request),
-            tenant.id,
-            state=tab,
-            q=q or None,
-            limit=common.PAGE_SIZE,
-            offset=(page - 1) * common.PAGE_SIZE,
+        prev_url = common.tenant_url(tenant.id, "devices", tab=tab, q=q, page=page - 1)
+        next_url = common.tenant_url(tenant.id, "devices", tab=tab, q=q, page=page + 1)
+        prev_url, next_url = (
+            (prev_url if page > 1 else ""),
+            (next_url if page * common.PAGE_SIZE < total else ""),
         )
+    else:
+        # Pages are cursor seeks in MAC order (an index seek however deep, at a million
+        # devices); `page` only numbers them. The tab's count is the state count already read,
+        # so the list counts only for a search.
+        try:
+            listed = await common.registry_of(request).list_devices(
+                common.principal_of(request),
+                tenant.id,
+                state=tab,
+                q=q or None,
+                limit=common.PAGE_SIZE,
+                cursor=cursor,
+                with_count=bool(q),
+            )
+        except Invalid:  # a cursor from an old link: start from the first page
+            cursor, page, listed = (
+                None,
+                1,
+                await common.registry_of(request).list_devices(
+                    common.principal_of(request),
+                    tenant.id,
+                    state=tab,
+                    q=q or None,
+                    limit=common.PAGE_SIZE,
+                    with_count=bool(q),
+                ),
+            )
+        if listed.prev_cursor is None:
+            page = 1
+        total = listed.count if listed.count is not None else counts.get(tab, 0)
+        devices = listed.devices
         codes = await common.current_codes(request, tenant.id, devices)
         for d in devices:
             code, expires = codes.get(d.mac, ("", ""))
             rows.append({"d": d, "code": code, "expires": expires})
-    pages = page_count(total, common.PAGE_SIZE)
+
+        def link(to: str | None, n: int) -> str:
+            return common.tenant_url(tenant.id, "devices", tab=tab, q=q, page=n, cursor=to)
+
+        prev_url = link(listed.prev_cursor, page - 1) if listed.prev_cursor else ""
+        next_url = link(listed.next_cursor, page + 1) if listed.next_cursor else ""
+    pages = max(page_count(total, common.PAGE_SIZE), page)
     return await common.render(
         request,
         "devices.html",
@@ -77,17 +112,14 @@ async def devices_page(request: web.Request) -> web.Response:
             "tab": tab,
             "q": q,
             "page": page,
+            "cursor": cursor or "",
             "pages": pages,
             "total": total,
             "first": (page - 1) * common.PAGE_SIZE + 1,
             "rows": rows,
             "discovered": discovered,
-            "prev_url": common.tenant_url(tenant.id, "devices", tab=tab, q=q, page=page - 1)
-            if page > 1
-            else "",
-            "next_url": common.tenant_url(tenant.id, "devices", tab=tab, q=q, page=page + 1)
-            if page < pages
-            else "",
+            "prev_url": prev_url,
+            "next_url": next_url,
             "awaiting": counts.get(DeviceState.AWAITING_ACTIVATION.value, 0),
         },
     )

@@ -40,6 +40,12 @@ async def ui(api: Api) -> AsyncIterator[UiClient]:
         await client.close()
 
 
+def pager_link(html: str, rel: str) -> str:
+    found = re.search(rf'<a href="([^"]+)" rel="{rel}">', html)
+    assert found, f"no {rel} link on the page"
+    return found.group(1).replace("&amp;", "&")
+
+
 def rows_of(html: str) -> list[str]:
     """The MAC of each table row of a devices page, in order."""
     return re.findall(r'<td class="mono">([0-9a-f:]{17})</td>', html)
@@ -325,8 +331,21 @@ async def test_devices_are_paged_and_searchable_by_mac_or_location(api: Api, ui:
     assert rows_of(first.text) == [r.mac for r in rows[:50]]
     assert "Showing 1–50 of 120" in first.text and "Page 1 of 3" in first.text
     assert '<span class="count">120</span>' in first.text
-    last = await ui.get("/ui/tenants/contoso/devices?tab=awaiting_activation&page=3")
+    # Next and Previous are cursor links (an index seek at any depth); the page number follows.
+    second = await ui.get(pager_link(first.text, "next"))
+    assert rows_of(second.text) == [r.mac for r in rows[50:100]]
+    assert "Showing 51–100 of 120" in second.text and "Page 2 of 3" in second.text
+    last = await ui.get(pager_link(second.text, "next"))
     assert rows_of(last.text) == [r.mac for r in rows[100:]] and 'rel="next"' not in last.text
+    assert "Showing 101–120 of 120" in last.text and "Page 3 of 3" in last.text
+    back = await ui.get(pager_link(last.text, "prev"))
+    assert rows_of(back.text) == [r.mac for r in rows[50:100]] and "Page 2 of 3" in back.text
+    again = await ui.get(pager_link(back.text, "prev"))
+    assert rows_of(again.text) == [r.mac for r in rows[:50]] and 'rel="prev"' not in again.text
+    # A link from before a change of format (or hand-edited) starts again at the first page.
+    stale = await ui.get("/ui/tenants/contoso/devices?tab=awaiting_activation&page=3&cursor=zz")
+    assert stale.status == 200 and rows_of(stale.text) == [r.mac for r in rows[:50]]
+    assert "Page 1 of 3" in stale.text
     hit = await ui.get("/ui/tenants/contoso/devices?q=0200.5e01.0063")  # the 100th, Cisco style
     assert rows_of(hit.text) == ["02:00:5e:01:00:63"]
     part = await ui.get("/ui/tenants/contoso/devices?q=01:00:6")

@@ -65,6 +65,13 @@ def test_admin_workflow(cfg: Path, tmp_path: Path) -> None:
 
     r = imprint(cfg, "devices", "list", "--tenant", "contoso", "--json")
     assert json.loads(r.stdout)["count"] == 3
+    r = imprint(cfg, "devices", "list", "--tenant", "contoso", "--limit", "2")
+    assert "1-2 of 3 device(s)" in r.stdout and "next page: --cursor " in r.stdout
+    cursor = r.stdout.rsplit("--cursor ", 1)[1].strip()
+    r = imprint(cfg, "devices", "list", "--tenant", "contoso", "--limit", "2", "--cursor", cursor)
+    assert r.returncode == 0 and "1 of 3 device(s)" in r.stdout and "next page" not in r.stdout
+    r = imprint(cfg, "devices", "list", "--tenant", "contoso", "--cursor", "zz")
+    assert r.returncode != 0 and "not one this server gave" in r.stderr
     r = imprint(cfg, "devices", "list", "--tenant", "contoso", "--q", "Lobby")
     assert "02:00:5e:00:01:02" in r.stdout and "1-1 of 1 device(s)" in r.stdout
 

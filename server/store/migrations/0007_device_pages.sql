@@ -1,0 +1,3 @@
+-- Device list pages in MAC order within a tenant: a page after a MAC cursor is an index seek,
+-- however deep, and a tenant's first page no longer sorts all of its devices.
+CREATE INDEX devices_by_tenant_mac ON devices (tenant_id, mac);
