@@ -351,13 +351,18 @@ class SqliteStore:
 
     # ---- reads -------------------------------------------------------------------------
 
+    # Each read is one call into the reader's thread that runs the statement to its end. An
+    # execute and a fetch as two calls let other coroutines' reads run between them while the
+    # first statement is still open, and the reader connection then stays in that statement's
+    # read transaction: later reads saw a snapshot from before commits made meanwhile (the MAC
+    # index kept a redeemed device as awaiting activation).
+
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        async with self._r.execute(sql, params) as cur:
-            return await cur.fetchone()
+        rows = list(await self._r.execute_fetchall(sql, params))
+        return rows[0] if rows else None
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async with self._r.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        return list(await self._r.execute_fetchall(sql, params))
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         row = await self._one("SELECT id, name, created_at FROM tenants WHERE id = ?", (tenant_id,))
