@@ -191,16 +191,3 @@ class AdminStore:
             "SELECT count(*) FROM admin_sessions WHERE username = ?", (username,)
         )
         return int(row[0])
-
-    # ---- read-only listings for the UI pages ---------------------------------------------------
-
-    async def state_counts(self, tenant_id: str) -> dict[str, int]:
-        """Devices of one tenant by state (served by the (tenant_id, state, mac) index)."""
-        rows = await self.store._all(
-            "SELECT state, count(*) FROM devices WHERE tenant_id = ? GROUP BY state", (tenant_id,)
-        )
-        return {r[0]: int(r[1]) for r in rows}
-
-    async def tenant_device_counts(self) -> dict[str, int]:
-        rows = await self.store._all("SELECT tenant_id, count(*) FROM devices GROUP BY tenant_id")
-        return {r[0]: int(r[1]) for r in rows}

@@ -22,6 +22,7 @@ from server.provisioning.codes import CodeVault
 from server.provisioning.service import CodePolicy, IssuedCode, ProvisioningService, Redemption
 from server.provisioning.store import delete_code
 from server.registry import store as db
+from server.registry.index import MacIndex
 from server.registry.model import (
     CursorError,
     Device,
@@ -99,7 +100,8 @@ class Registry:
     ) -> None:
         self.store = store
         self.clock = clock
-        self.index: dict[str, DeviceView] = {}
+        self.index = MacIndex()
+        self.indexed = False  # load_index ran: the index (and its counts) mirror the store
         # Called with the MACs that became registered (e.g. to drop them from the discovered list).
         self.on_registered: list[Callable[[Sequence[str]], None]] = []
         self._seen_seq = 0
@@ -135,6 +137,7 @@ class Registry:
         self.index.clear()
         for mac, tid, tname, state, loc in rows:
             self.index[mac] = DeviceView(mac, tid, tname, DeviceState(state), loc)
+        self.indexed = True
 
     async def refresh(self, macs: Sequence[str]) -> None:
         """Re-read `macs` from the store into the index (set or remove)."""
@@ -311,7 +314,11 @@ class Registry:
                 q = normalize_mac(q)
             except MacError:
                 q = q.lower() if all(c in "0123456789abcdefABCDEF:-." for c in q) else q
-        count, rows = await self.store.list_devices(
+        counted = not cursor if with_count is None else with_count
+        count: int | None = None
+        if counted and not q and self.indexed:  # the index counts without a walk of the store
+            count, counted = self.index.count(tenant_id, state), False
+        total, rows = await self.store.list_devices(
             tenant_id,
             state,
             q or None,
@@ -319,8 +326,9 @@ class Registry:
             offset,
             after=after,
             before=before,
-            with_count=not cursor if with_count is None else with_count,
+            with_count=counted,
         )
+        count = total if total is not None else count
         more = len(rows) > limit
         devices = rows[-limit:] if before is not None else rows[:limit]
         if not devices:

@@ -375,10 +375,6 @@ class SqliteStore:
             rows = await self._all("SELECT id, name, created_at FROM tenants ORDER BY id")
         return [Tenant(*r) for r in rows]
 
-    async def device_counts(self) -> dict[tuple[str, str], int]:
-        rows = await self._all("SELECT tenant_id, state, count(*) FROM devices GROUP BY 1, 2")
-        return {(r[0], r[1]): r[2] for r in rows}
-
     async def get_device(self, mac: str, tenant_id: str | None = None) -> Device | None:
         sql = f"SELECT {_DEVICE_COLS} FROM devices d LEFT JOIN codes c ON c.mac = d.mac WHERE d.mac = ?"
         params: list[Any] = [mac]

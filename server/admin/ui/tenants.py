@@ -26,7 +26,7 @@ async def _tenants(
             return common.see_other(common.tenant_url(session.tenant_id, "devices"))
         raise NotFound("only operators see the tenants page")
     tenants = await common.registry_of(request).list_tenants(session.principal)
-    counts = await common.admin_store(request).tenant_device_counts()
+    counts = common.registry_of(request).index.tenant_counts()
     admins = await common.admin_store(request).list_admins()
     return await common.render(
         request,
