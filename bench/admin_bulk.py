@@ -12,8 +12,8 @@ each line says PASS or MISS against issue 16's targets.
 
     .venv/bin/python bench/admin_bulk.py [--devices 100000,1000000] [--json]
 
---json prints one JSON object per line and operation: operation, rows, wall_s, server_cpu_s,
-rss_mb, loop_stall_ms, target_s, verdict, detail.
+--json prints one JSON object per line and operation: devices (the fleet size), operation,
+rows, wall_s, server_cpu_s, rss_mb, loop_stall_ms, target_s, verdict, detail.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def target_bulk_s(rows: int) -> float:
 
 @dataclass
 class Result:
+    devices: int  # registered in the run (the fleet size)
     operation: str
     rows: int
     wall_s: float | None  # None: the operation failed
@@ -72,6 +73,7 @@ class Result:
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "devices": self.devices,
             "operation": self.operation,
             "rows": self.rows,
             "wall_s": None if self.wall_s is None else round(self.wall_s, 4),
@@ -288,7 +290,7 @@ def run(n: int) -> list[Result]:
         ) -> None:
             rss = kib_to_mb(proc_status(proc.pid)["VmHWM"])
             results.append(
-                Result(op, rows, wall if ok else None, cpu, rss, stall * 1000, target, detail)
+                Result(n, op, rows, wall if ok else None, cpu, rss, stall * 1000, target, detail)
             )
 
         def api(
@@ -462,6 +464,7 @@ def mac_of(i: int) -> str:
 
 def table(results: list[Result]) -> str:
     head = (
+        "devices",
         "operation",
         "rows",
         "wall s",
@@ -476,6 +479,7 @@ def table(results: list[Result]) -> str:
     for r in results:
         rows.append(
             (
+                f"{r.devices:,}",
                 r.operation,
                 f"{r.rows:,}",
                 "-" if r.wall_s is None else f"{r.wall_s:.3f}",
