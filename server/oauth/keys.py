@@ -117,7 +117,7 @@ class SigningKey:
                 der, f"{parts[0]}.{parts[1]}".encode("ascii"), ec.ECDSA(hashes.SHA256())
             )
             claims = json.loads(b64url_decode(parts[1]))
-        except (ValueError, InvalidSignature, binascii.Error):
+        except (ValueError, RecursionError, InvalidSignature, binascii.Error):
             return None
         return claims if isinstance(claims, dict) else None
 

@@ -7,7 +7,6 @@ address is rate limited, and failed entries from one source are limited more tig
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 
@@ -18,7 +17,7 @@ from server.core.mac import MacError, normalize_mac
 from server.store.base import Invalid
 from server.web.errors import ApiError
 from server.web.keys import SERVICES
-from server.web.routes import RouteTable
+from server.web.routes import RouteTable, parse_json
 
 routes = RouteTable()
 log = logging.getLogger("imprint.provision")
@@ -86,7 +85,7 @@ async def provision(request: web.Request) -> web.Response:
             headers={"Retry-After": str(retry)},
         )
     raw = await request.read()
-    body = ProvisionIn.model_validate(json.loads(raw or b"null"))
+    body = ProvisionIn.model_validate(parse_json(request, raw) if raw else None)
     try:
         result = await svc.registry.provisioning.redeem(
             body.mac,

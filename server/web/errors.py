@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from server.store.base import Conflict, Invalid, NotFound, StoreError
 from server.web.keys import SERVICES, NotReady
-from server.web.routes import BodyError
+from server.web.routes import BodyError, MediaTypeError
 
 log = logging.getLogger("imprint.http")
 
@@ -93,6 +93,7 @@ ERRORS: tuple[tuple[type[Exception], int, str | None, str, Message], ...] = (
         lambda e, r: "the server is starting or stopping; try again shortly",
     ),
     (StoreError, 400, None, "Not possible", None),
+    (MediaTypeError, 415, "unsupported_media_type", "Unsupported media type", None),
     (BodyError, 400, "bad_request", "Bad request", None),
     (
         ValidationError,

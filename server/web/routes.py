@@ -24,7 +24,35 @@ _PATH_PARAM = re.compile(r"\{(\w+)\}")
 
 
 class BodyError(ValueError):
-    """The request has no JSON body where the route declares one."""
+    """The request has no JSON body where the route declares one, or one that does not parse."""
+
+
+class MediaTypeError(BodyError):
+    """A JSON route was sent a body that does not say it is JSON (415)."""
+
+
+def parse_json(request: web.Request, raw: bytes) -> Any:
+    """A request body as JSON: only when its Content-Type says JSON (application/json or a
+    +json type), UTF-8 (RFC 8259 section 8.1), and no deeper than the decoder can nest.
+    Anything else raises an error that the table in server/web/errors.py answers with 415 or
+    400 and what to fix, never 500; JSONDecodeError (400) comes through as it is."""
+    ctype = request.content_type
+    if ctype != "application/json" and not (
+        ctype.startswith("application/") and ctype.endswith("+json")
+    ):
+        raise MediaTypeError(
+            f"send the body as JSON with Content-Type: application/json (it said {ctype!r})"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BodyError(
+            f"the body is not UTF-8 (invalid byte at offset {e.start}): send JSON as UTF-8"
+        ) from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise BodyError("the JSON body is nested too deeply") from None
 
 
 async def read_json(request: web.Request, model: type[BaseModel]) -> BaseModel:
@@ -33,7 +61,7 @@ async def read_json(request: web.Request, model: type[BaseModel]) -> BaseModel:
     raw = await request.read()
     if not raw:
         raise BodyError(f"send a JSON body ({', '.join(model.model_fields)})")
-    return model.model_validate(json.loads(raw))
+    return model.model_validate(parse_json(request, raw))
 
 
 def _adapt(

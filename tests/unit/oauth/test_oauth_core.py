@@ -173,6 +173,17 @@ def test_signing_key_is_made_once_with_mode_0600_and_verifies_with_joserfc(
     assert key.verify("not a jwt") is None
 
 
+def test_tokens_nested_deeper_than_the_decoder_goes_are_refused_not_raised(
+    tmp_path: Path,
+) -> None:
+    """A bearer token's header is parsed before its signature is checked: JSON nested past
+    the decoder's recursion limit there is a refusal, not a 500."""
+    key = SigningKey.load_or_create(tmp_path / "key.pem")
+    deep = base64.urlsafe_b64encode(b"[" * 50_000 + b"]" * 50_000).rstrip(b"=").decode()
+    _, p, s = key.sign({"sub": "u"}).split(".")
+    assert key.verify(f"{deep}.{p}.{s}") is None
+
+
 def test_signing_key_file_of_another_type_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "key.pem"
     path.write_text("not a key")
