@@ -446,6 +446,7 @@ async def _start_mdns_link(
         join_group=not loopback,
         capture=s.capture_frames and not loopback,
         ipv6=ipv6,
+        share_port=s.share_port,
     )
     if not loopback and iface:
         # RFC 6762 §8: the names are probed before start-up completes (about 0.75 s).

@@ -292,6 +292,12 @@ class MdnsSettings(_Section):
         "at shutdown. Off by default: an announcement tells every host on the link, registered "
         "or not, that the service exists; off, only answered devices hear of it",
     )
+    share_port: bool = Field(
+        default=False,
+        description="bind the mDNS port beside another responder on this host that allows it "
+        "(Avahi): SO_REUSEADDR. Off by default, so a second server cannot take queries meant "
+        "for this one; with it on, keep capture_frames on (queries are then read from frames)",
+    )
     capture_frames: bool = Field(
         default=True,
         description="read queries as Ethernet frames (AF_PACKET, needs CAP_NET_RAW) to learn the "

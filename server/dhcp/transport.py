@@ -31,6 +31,7 @@ import sys
 from collections import deque
 from pathlib import Path
 
+from server.core.ports import bind_exclusive
 from server.dhcp.overload import SHED_NEW_AT, peek_type, should_shed
 from server.dhcp.responder import IgnoreReason
 from server.dhcp.service import DhcpService, Outgoing, PendingReply
@@ -399,7 +400,7 @@ def _set_recv_buffer(sock: socket.socket, size: int) -> None:
 def _socket(host: str, port: int, interface: str | None, recv_buffer: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # No SO_REUSEADDR: the port is this server's alone (server/core/ports.py).
         # Replies to clients without an address go to 255.255.255.255 (RFC 2131 §4.1).
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         if recv_buffer > 0:
@@ -409,7 +410,7 @@ def _socket(host: str, port: int, interface: str | None, recv_buffer: int) -> so
             # interface; with it, broadcasts leave through the site VLAN only. Needs root or
             # CAP_NET_RAW.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode() + b"\0")
-        sock.bind((host, port))
+        bind_exclusive(sock, (host, port), "DHCP", "[dhcp] port")
         sock.setblocking(False)
     except BaseException:
         sock.close()

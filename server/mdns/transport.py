@@ -1,11 +1,12 @@
 """mDNS sockets only: a UDP socket that sends (and, without frame capture, receives), and an
 optional AF_PACKET socket that receives whole frames so the querier's MAC is known.
 
-Binds host:port (0.0.0.0:5353 in production, an ephemeral loopback port in the lab) with
-SO_REUSEADDR/SO_REUSEPORT so it can share 5353 with avahi, joins 224.0.0.251 on the given
-interface, and sends only unicast. With another responder on the same host, multicast queries
-reach both sockets, but a unicast datagram to port 5353 reaches only one of them (Linux gives
-it to one bound socket): QU queries are multicast, so that costs us only direct unicast queries.
+Binds host:port (0.0.0.0:5353 in production, an ephemeral loopback port in the lab) for this
+server alone (server/core/ports.py), or beside another responder on the host with `[mdns]
+share_port` (Avahi), joins 224.0.0.251 on the given interface, and sends only unicast. Beside
+another responder, multicast queries reach both sockets, but a unicast datagram to port 5353
+reaches only one of them (Linux gives it to one bound socket): with frame capture every query is
+read from its frame, so that costs nothing; without it, direct unicast queries may go unseen.
 
 Frame capture (needs CAP_NET_RAW): an AF_PACKET socket bound to the interface, with the kernel
 filter from server.mdns.frames attached before it is bound (so not one unfiltered frame is
@@ -31,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from server.core.ports import bind_exclusive
 from server.mdns.codec import DecodeError, decode_records
 from server.mdns.frames import (
     BPF_RET_K,
@@ -443,12 +445,20 @@ def _bind_device(sock: socket.socket, interface: str) -> None:
         log.warning("mdns: cannot bind the UDP socket to %s (needs CAP_NET_RAW)", interface)
 
 
-def _open_socket(host: str, port: int, interface: str | None, join_group: bool) -> socket.socket:
+def _share(sock: socket.socket, share_port: bool) -> None:
+    """Exclusive by default (server/core/ports.py). `[mdns] share_port` binds beside another
+    responder that allows it (Avahi sets SO_REUSEADDR): SO_REUSEADDR only, never SO_REUSEPORT,
+    which would let the kernel hand some of our unicast queries to the other process."""
+    if share_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+
+def _open_socket(
+    host: str, port: int, interface: str | None, join_group: bool, share_port: bool = False
+) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "SO_REUSEPORT"):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        _share(sock, share_port)
         # RFC 6762 §11: send with IP TTL 255 so receivers can tell the packet is link-local.
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
@@ -459,7 +469,7 @@ def _open_socket(host: str, port: int, interface: str | None, join_group: bool) 
             sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
         if interface and interface != "lo":
             _bind_device(sock, interface)
-        sock.bind((host, port))
+        bind_exclusive(sock, (host, port), "mDNS", "[mdns] port, or share_port = true")
         if join_group:
             ifindex = socket.if_nametoindex(interface) if interface else 0
             mreqn = struct.pack(
@@ -475,14 +485,12 @@ def _open_socket(host: str, port: int, interface: str | None, join_group: bool) 
     return sock
 
 
-def _open_socket6(port: int, interface: str) -> socket.socket:
+def _open_socket6(port: int, interface: str, share_port: bool = False) -> socket.socket:
     """[::]:port, IPv6 only, member of ff02::fb on `interface`."""
     ifindex = socket.if_nametoindex(interface)
     sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "SO_REUSEPORT"):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        _share(sock, share_port)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         # RFC 6762 §11: hop limit 255 on everything we send.
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
@@ -490,7 +498,7 @@ def _open_socket6(port: int, interface: str) -> socket.socket:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
         _bind_device(sock, interface)
-        sock.bind(("::", port))
+        bind_exclusive(sock, ("::", port), "mDNS (IPv6)", "[mdns] port, or share_port = true")
         mreq = socket.inet_pton(socket.AF_INET6, MDNS_GROUP6) + struct.pack("=I", ifindex)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
         sock.setblocking(False)
@@ -509,15 +517,17 @@ async def start_mdns(
     join_group: bool = True,
     capture: bool = False,
     ipv6: bool = False,
+    share_port: bool = False,
     clock: Callable[[], float] = time.monotonic,
 ) -> MdnsServer:
     """Bind, join 224.0.0.251 on `interface` (default route's if None) and start answering.
 
     With `capture` (needs `interface`), queries are read as frames from a packet socket; if
     that is not permitted, the reason is logged once and the UDP socket receives instead.
-    Raises OSError if the port cannot be bound or the interface does not exist (our config).
+    Raises OSError if the port cannot be bound (another process holds it and `share_port` is
+    off) or the interface does not exist (our config).
     """
-    sock = _open_socket(host, port, interface, join_group)
+    sock = _open_socket(host, port, interface, join_group, share_port)
     loop = asyncio.get_running_loop()
     try:
         _transport, protocol = await loop.create_datagram_endpoint(
@@ -530,12 +540,16 @@ async def start_mdns(
     v6: _Protocol | None = None
     if ipv6 and interface:
         try:
-            sock6 = _open_socket6(int(name[1]), interface)
+            sock6 = _open_socket6(int(name[1]), interface, share_port)
             _t6, v6 = await loop.create_datagram_endpoint(
                 lambda: _Protocol(service, clock), sock=sock6
             )
             v6.scope_id = socket.if_nametoindex(interface)
         except OSError as e:
+            if e.errno == errno.EADDRINUSE:  # taken, not missing: not a reason to go on quietly
+                if protocol.transport is not None:
+                    protocol.transport.close()
+                raise
             # No IPv6 on this host or link: IPv4 still works, say so once.
             log.warning("mdns: no IPv6 on %s (%s): answering over IPv4 only", interface, e)
             v6 = None
