@@ -68,6 +68,7 @@ class DecodeReason(StrEnum):
     """Why a datagram is not a usable DHCP message. Stable: logs and metrics use these."""
 
     TRUNCATED = "DHCP_TRUNCATED"  # shorter than the fixed header plus magic cookie
+    TOO_LARGE = "DHCP_TOO_LARGE"  # longer than MAX_DATAGRAM: dropped before any parsing
     BAD_OP = "DHCP_BAD_OP"  # op is neither BOOTREQUEST nor BOOTREPLY
     BAD_HTYPE = "DHCP_BAD_HTYPE"  # not Ethernet: the registry is keyed by 48-bit MACs
     BAD_HLEN = "DHCP_BAD_HLEN"  # Ethernet with hlen != 6
@@ -122,8 +123,24 @@ class DhcpMessage:
         return bool(self.flags & BROADCAST_FLAG)
 
 
-def _parse_area(data: bytes, i: int, end: int, options: dict[int, bytes], top: bool) -> None:
-    """Parse TLV options in data[i:end] into `options`, concatenating repeats (RFC 3396 §5)."""
+# The largest datagram decoded. RFC 2131 §2 sizes a message for a 576-octet datagram unless
+# the peer raises it (option 57); a client's own message never needs more than one Ethernet
+# frame (1500 octets of IP packet, so 1472 of UDP payload; 1500 leaves room for tunnels). A
+# 65 KB datagram of option pieces was 11 ms of decoding before this cap: now it is a length
+# check (issue 17).
+MAX_DATAGRAM = 1500
+
+
+def _parse_area(
+    data: bytes,
+    i: int,
+    end: int,
+    options: dict[int, bytes],
+    top: bool,
+    pieces: dict[int, list[bytes]],
+) -> None:
+    """Parse TLV options in data[i:end] into `options`; a repeated option's instances go to
+    `pieces` and are joined once at the end (RFC 3396 §5), never concatenated pairwise."""
     while i < end:
         code = data[i]
         if code == OPT_PAD:
@@ -143,8 +160,14 @@ def _parse_area(data: bytes, i: int, end: int, options: dict[int, bytes], top: b
         # Option 52 only counts in the options field (RFC 2131 §4.1); inside sname/file it
         # would let a packet re-overload itself, so it is dropped there.
         if top or code != OPT_OVERLOAD:
-            prev = options.get(code)
-            options[code] = data[i + 2 : j] if prev is None else prev + data[i + 2 : j]
+            if code in options:
+                more = pieces.get(code)
+                if more is None:
+                    pieces[code] = [options[code], data[i + 2 : j]]
+                else:
+                    more.append(data[i + 2 : j])
+            else:
+                options[code] = data[i + 2 : j]
         i = j
     # A missing end option is tolerated: the field simply ends (several embedded stacks omit it).
 
@@ -153,6 +176,8 @@ def decode(data: bytes) -> DhcpMessage:
     """Decode one UDP payload into a DhcpMessage or raise DecodeError; never anything else."""
     if len(data) < _FIXED:
         raise DecodeError(DecodeReason.TRUNCATED, f"{len(data)} octets, need at least {_FIXED}")
+    if len(data) > MAX_DATAGRAM:
+        raise DecodeError(DecodeReason.TOO_LARGE, f"{len(data)} octets, at most {MAX_DATAGRAM}")
     (
         op,
         htype,
@@ -178,16 +203,21 @@ def decode(data: bytes) -> DhcpMessage:
     if data[236:240] != MAGIC_COOKIE:
         raise DecodeError(DecodeReason.NO_COOKIE)
     options: dict[int, bytes] = {}
-    _parse_area(data, _FIXED, len(data), options, True)
+    pieces: dict[int, list[bytes]] = {}
+    _parse_area(data, _FIXED, len(data), options, True, pieces)
     overload = options.get(OPT_OVERLOAD)
+    if OPT_OVERLOAD in pieces:
+        overload = b"".join(pieces[OPT_OVERLOAD])
     if overload is not None:
         if len(overload) != 1 or overload[0] not in (1, 2, 3):
             raise DecodeError(DecodeReason.BAD_OVERLOAD, f"option 52 = {overload.hex()}")
         # RFC 3396 §5 aggregate order: options field, then file, then sname.
         if overload[0] & 1:
-            _parse_area(data, _FILE[0], _FILE[1], options, False)
+            _parse_area(data, _FILE[0], _FILE[1], options, False, pieces)
         if overload[0] & 2:
-            _parse_area(data, _SNAME[0], _SNAME[1], options, False)
+            _parse_area(data, _SNAME[0], _SNAME[1], options, False, pieces)
+    for code, parts in pieces.items():
+        options[code] = b"".join(parts)
     mtype = options.get(OPT_MESSAGE_TYPE)
     if mtype is None:
         raise DecodeError(DecodeReason.NO_MSG_TYPE)
