@@ -66,6 +66,14 @@ LEGACY_MAX_SIZE = 512  # RFC 1035 §4.2.1: a legacy resolver may not take more o
 
 # A name of 255 bytes has at most 127 labels, so a well-formed name never needs more jumps.
 MAX_POINTER_HOPS = 128
+# What one message may cost before it is refused (issue 17: a 65 KB query of 10,826 questions
+# chained by pointers held the event loop 2.9 s). RFC 6762 §17: an mDNS packet, IP and UDP
+# headers included, must not exceed 9000 bytes. A real query asks a few questions and lists at
+# most a few dozen known answers; a real message's names take about one jump each.
+MAX_MESSAGE = 9000
+MAX_QUESTIONS = 64
+MAX_RECORDS = 256
+MAX_MESSAGE_HOPS = 512
 
 # Known-answer types we hold records of; others cannot suppress anything of ours, so they are
 # framed and name-checked by the walker but never handed to dnslib.
@@ -78,6 +86,8 @@ class DecodeReason(StrEnum):
     """Stable reason codes for a datagram we cannot use: logs, metrics and tests use them."""
 
     TRUNCATED = "MDNS_TRUNCATED"  # ends inside the header, a name or a record
+    TOO_LARGE = "MDNS_TOO_LARGE"  # over MAX_MESSAGE bytes: refused before any parsing
+    TOO_MANY = "MDNS_TOO_MANY"  # more questions or records than any real query holds
     NOT_QUERY = "MDNS_NOT_QUERY"  # QR=1: a response, not for a responder to answer
     BAD_OPCODE = "MDNS_BAD_OPCODE"  # RFC 6762 §18.3: non-zero opcode is silently ignored
     BAD_RCODE = "MDNS_BAD_RCODE"  # RFC 6762 §18.11: non-zero rcode is silently ignored
@@ -152,8 +162,9 @@ class _Layout:
     answers: list[tuple[int, int]]  # (start, end) of known answers of _KNOWN_ANSWER_TYPES
 
 
-def _walk_name(data: bytes, pos: int) -> int:
-    """Validate the name at `pos` and return the offset just after it in place."""
+def _walk_name(data: bytes, pos: int, budget: list[int]) -> int:
+    """Validate the name at `pos` and return the offset just after it in place. Each pointer
+    jump spends one of `budget[0]`, the jumps the whole message has left."""
     n = len(data)
     segment = pos  # start of the labels read since the last jump
     end = -1
@@ -189,6 +200,12 @@ def _walk_name(data: bytes, pos: int) -> int:
                 raise DecodeError(
                     DecodeReason.POINTER_DEPTH, f"more than {MAX_POINTER_HOPS} pointer jumps"
                 )
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise DecodeError(
+                    DecodeReason.POINTER_DEPTH,
+                    f"more than {MAX_MESSAGE_HOPS} pointer jumps in one message",
+                )
             pos = segment = target
             continue
         if b > MAX_LABEL:
@@ -218,8 +235,11 @@ def _walk(data: bytes, counts: tuple[int, int, int, int], every: bool = False) -
     three record sections (a response's records, for conflict detection).
     """
     n = len(data)
+    if n > MAX_MESSAGE:
+        raise DecodeError(DecodeReason.TOO_LARGE, f"{n} bytes, at most {MAX_MESSAGE}")
     qd, an, ns, ar = counts
     pos = HEADER_LEN
+    budget = [MAX_MESSAGE_HOPS]
     questions: list[tuple[int, int]] = []
     for i in range(qd):
         if pos >= n:
@@ -227,7 +247,7 @@ def _walk(data: bytes, counts: tuple[int, int, int, int], every: bool = False) -
                 DecodeReason.COUNT_MISMATCH, f"header says {qd} questions, data holds {i}"
             )
         start = pos
-        pos = _walk_name(data, pos) + 4
+        pos = _walk_name(data, pos, budget) + 4
         if pos > n:
             raise DecodeError(DecodeReason.TRUNCATED, f"question {i} cut short")
         questions.append((start, pos))
@@ -240,7 +260,7 @@ def _walk(data: bytes, counts: tuple[int, int, int, int], every: bool = False) -
                     f"header says {count} records in section {section + 1}, data holds {i}",
                 )
             start = pos
-            fixed = _walk_name(data, pos)
+            fixed = _walk_name(data, pos, budget)
             if fixed + 10 > n:
                 raise DecodeError(DecodeReason.TRUNCATED, f"record at {start} cut short")
             rtype, _rclass, _ttl, rdlength = struct.unpack_from("!HHIH", data, fixed)
@@ -252,7 +272,7 @@ def _walk(data: bytes, counts: tuple[int, int, int, int], every: bool = False) -
                 if rdlength == 0:
                     raise DecodeError(DecodeReason.BAD_RDATA, f"empty rdata at {start}")
                 at = _RDATA_NAME_AT.get(rtype)
-                if at is not None and (rdlength <= at or _walk_name(data, rdata + at) != pos):
+                if at is not None and (rdlength <= at or _walk_name(data, rdata + at, budget) != pos):
                     raise DecodeError(
                         DecodeReason.BAD_RDATA, f"name in rdata at {start} does not fit"
                     )
@@ -299,6 +319,11 @@ def decode_query(data: bytes) -> Query:
         raise DecodeError(DecodeReason.BAD_OPCODE, f"opcode {(flags & OPCODE_MASK) >> 11}")
     if flags & RCODE_MASK:
         raise DecodeError(DecodeReason.BAD_RCODE, f"rcode {flags & RCODE_MASK}")
+    if qd > MAX_QUESTIONS or an + ns + ar > MAX_RECORDS:
+        raise DecodeError(
+            DecodeReason.TOO_MANY,
+            f"{qd} questions and {an + ns + ar} records; at most {MAX_QUESTIONS} and {MAX_RECORDS}",
+        )
     layout = _walk(data, (qd, an, ns, ar))
     buf = DNSBuffer(data)
     questions: list[Question] = []
