@@ -115,6 +115,16 @@ _SEALED_SQL = (
 )
 
 
+# Codes of given MACs, looked up by MAC. `+d.tenant_id` keeps the planner off the tenant
+# indexes: left to itself it walked the tenant's whole device index and probed codes for each
+# (217 ms per admin page of 50 devices at 1,000,000 devices; 0.25 ms this way, measured on that
+# database with 50 codes).
+_SEALED_OF_SQL = (
+    "SELECT c.mac, d.state, c.sealed, c.expires_at, c.used_at, c.failed_attempts FROM codes c "
+    "JOIN devices d ON d.mac = c.mac WHERE c.mac IN ({marks}) AND +d.tenant_id = ?"
+)
+
+
 async def sealed_codes(
     store: SqliteStore, tenant_id: str, macs: Sequence[str] | None = None
 ) -> list[SealedCode]:
@@ -127,7 +137,7 @@ async def sealed_codes(
     for i in range(0, len(macs), _CHUNK):
         chunk = list(macs[i : i + _CHUNK])
         marks = ",".join("?" * len(chunk))
-        rows = await store._all(_SEALED_SQL + f" AND c.mac IN ({marks})", [tenant_id, *chunk])
+        rows = await store._all(_SEALED_OF_SQL.format(marks=marks), [*chunk, tenant_id])
         out += [_sealed(r) for r in rows]
     return out
 
