@@ -272,7 +272,9 @@ def _walk(data: bytes, counts: tuple[int, int, int, int], every: bool = False) -
                 if rdlength == 0:
                     raise DecodeError(DecodeReason.BAD_RDATA, f"empty rdata at {start}")
                 at = _RDATA_NAME_AT.get(rtype)
-                if at is not None and (rdlength <= at or _walk_name(data, rdata + at, budget) != pos):
+                if at is not None and (
+                    rdlength <= at or _walk_name(data, rdata + at, budget) != pos
+                ):
                     raise DecodeError(
                         DecodeReason.BAD_RDATA, f"name in rdata at {start} does not fit"
                     )
