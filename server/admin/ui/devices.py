@@ -62,29 +62,21 @@ async def devices_page(request: web.Request) -> web.Response:
         # Pages are cursor seeks in MAC order (an index seek however deep, at a million
         # devices); `page` only numbers them. The tab's count is the state count already read,
         # so the list counts only for a search.
-        try:
-            listed = await common.registry_of(request).list_devices(
+        def listing(at: str | None) -> Any:
+            return common.registry_of(request).list_devices(
                 common.principal_of(request),
                 tenant.id,
                 state=tab,
                 q=q or None,
                 limit=common.PAGE_SIZE,
-                cursor=cursor,
+                cursor=at,
                 with_count=bool(q),
             )
+
+        try:
+            listed = await listing(cursor)
         except Invalid:  # a cursor from an old link: start from the first page
-            cursor, page, listed = (
-                None,
-                1,
-                await common.registry_of(request).list_devices(
-                    common.principal_of(request),
-                    tenant.id,
-                    state=tab,
-                    q=q or None,
-                    limit=common.PAGE_SIZE,
-                    with_count=bool(q),
-                ),
-            )
+            cursor, listed = None, await listing(None)
         if listed.prev_cursor is None:
             page = 1
         total = listed.count if listed.count is not None else counts.get(tab, 0)
