@@ -27,6 +27,7 @@ from server.admin import ui as admin_web
 from server.api import http as api
 from server.api import users as api_users
 from server.config import ConfigError, DhcpLink, Settings
+from server.core import looplag
 from server.core.metrics import Registry as MetricsRegistry
 from server.core.ratelimit import FailureLimiter, TokenBuckets
 from server.core.tls import CertInfo, ensure_self_signed, load_configured
@@ -181,6 +182,12 @@ def _store_ctx(clock: Clock | None) -> Callable[[web.Application], AsyncIterator
             log.info("store closed")
 
     return ctx
+
+
+async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The event-loop lag probe (`imprint_event_loop_lag_seconds`), from start to stop."""
+    async with looplag.running(app[SERVICES].metrics):
+        yield
 
 
 async def _oauth_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -519,6 +526,7 @@ def build_app(
     app.add_subapp(admin_web.PREFIX, admin_web.sub_app(services))
     tables = [*root_tables, api.routes, api_users.routes, *oauth_web.routes, admin_web.routes]
     services.openapi = build_openapi(tables, title="Imprint", version=__version__)
+    app.cleanup_ctx.append(_loop_lag_ctx)
     app.cleanup_ctx.append(_store_ctx(clock))
     app.cleanup_ctx.append(_oauth_ctx)
     app.cleanup_ctx.append(_run_dhcp)
