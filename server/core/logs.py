@@ -16,8 +16,10 @@ import logging
 import logging.handlers
 import queue
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 _STD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 # Records waiting for the writer thread; past this many, new ones are dropped (and counted).
@@ -118,3 +120,58 @@ def summary_line(tally: Mapping[tuple[str, str], int]) -> tuple[str, dict[str, i
     counts = {f"{d} {r}": n for (d, r), n in items}
     parts = ", ".join(f"{k} {n}" for k, n in counts.items())
     return f"{sum(tally.values())} datagrams: {parts}", counts
+
+
+class RateLimitedLog:
+    """Lines a flood could repeat, let through at a bounded rate per key.
+
+    Each key (a reason such as "first-sighting"; keep the set of keys small and fixed, never a
+    MAC or an address) has a bucket of `burst` lines that refills one line per `every` seconds.
+    A line past the bucket is not built, only counted; the next line let through for that key
+    says how many were held back since the previous one, so the log never hides that a flood
+    happened. `clock` is injectable for tests."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        every: float,
+        burst: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if every <= 0 or burst < 1:
+            raise ValueError("every must be positive and burst at least 1")
+        self.logger = logger
+        self.every = every
+        self.burst = burst
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, when)
+        self._held: dict[str, int] = {}
+
+    def held(self, key: str) -> int:
+        """Lines of `key` held back since the last one logged."""
+        return self._held.get(key, 0)
+
+    def log(self, level: int, key: str, msg: str, *args: object, **kwargs: Any) -> bool:
+        """Log `msg % args` at `level` unless `key`'s bucket is empty; True if it was logged."""
+        if not self.logger.isEnabledFor(level):
+            return False
+        now = self._clock()
+        tokens, then = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) / self.every)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        self._buckets[key] = (tokens - 1.0, now)
+        held = self._held.pop(key, 0)
+        if held:
+            msg = f"{msg} (and {held} more like this not logged: over {self.burst} per {self.every:g} s)"
+        self.logger.log(level, msg, *args, **kwargs)
+        return True
+
+    def info(self, key: str, msg: str, *args: object, **kwargs: Any) -> bool:
+        return self.log(logging.INFO, key, msg, *args, **kwargs)
+
+    def warning(self, key: str, msg: str, *args: object, **kwargs: Any) -> bool:
+        return self.log(logging.WARNING, key, msg, *args, **kwargs)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from server.core.logs import summary_line
+from server.core.logs import RateLimitedLog, summary_line
 from server.core.mac import mac_from_bytes
 from server.core.metrics import Gauge, Registry
 from server.core.policy import decide
@@ -335,6 +335,9 @@ class DhcpService:
         self._sightings = sightings
         self._log = logger or logging.getLogger("imprint.dhcp")
         self._clock = clock
+        # First sightings of unregistered MACs: a flood of spoofed MACs is a flood of "first"
+        # sightings, so past a burst of 20 the log takes one every 3 s and counts the rest.
+        self._sighting_log = RateLimitedLog(self._log, every=3.0, burst=20)
         # MACs whose decisions are logged at INFO with every detail (normalised, lower case).
         self.trace: frozenset[str] = frozenset()
         # Decisions since the last summary, by (decision, reason): the summary line's counts.
@@ -603,7 +606,8 @@ class DhcpService:
                     vendor_class=request.options.get(OPT_VENDOR_CLASS),
                 )
                 if seen.count == 1:  # first sighting (the list is bounded: [dhcp] discovered_max)
-                    self._log.info(
+                    self._sighting_log.info(
+                        "first-sighting",
                         "DHCP first sighting of unregistered %s on %s%s",
                         mac,
                         iface,

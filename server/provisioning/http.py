@@ -13,6 +13,7 @@ import math
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.core.logs import RateLimitedLog
 from server.core.mac import MacError, normalize_mac
 from server.store.base import Invalid
 from server.web.errors import ApiError
@@ -21,6 +22,10 @@ from server.web.routes import RouteTable, parse_json
 
 routes = RouteTable()
 log = logging.getLogger("imprint.provision")
+# Refused code entries, one key per reason: a brute-force run or a storm of retries logs a burst
+# of 20 per reason and then one a second, each saying how many were held back
+# (imprint_code_attempts_total counts every one).
+_refusals = RateLimitedLog(log, every=1.0, burst=20)
 
 
 class ProvisionIn(BaseModel):
@@ -104,7 +109,8 @@ async def provision(request: web.Request) -> web.Response:
     if outcome.is_refusal:
         if outcome.counts_as_failure:
             svc.provision_failures.record(source, now)
-        log.info(
+        _refusals.info(
+            outcome.value,
             "provisioning refused: mac=%s source=%s reason=%s",
             result.mac,
             source,
