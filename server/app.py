@@ -10,6 +10,7 @@ import gc
 import ipaddress
 import logging
 import platform
+import resource
 import signal
 import socket
 import ssl
@@ -28,6 +29,7 @@ from server.api import http as api
 from server.api import users as api_users
 from server.config import ConfigError, DhcpLink, Settings
 from server.core import looplag
+from server.core.logs import RateLimitedLog
 from server.core.metrics import Registry as MetricsRegistry
 from server.core.ratelimit import FailureLimiter, TokenBuckets
 from server.core.tls import CertInfo, ensure_self_signed, load_configured
@@ -61,6 +63,7 @@ from server.reload import install_sighup
 from server.store.sqlite import SqliteStore
 from server.web.errors import json_errors
 from server.web.keys import SERVICES, Services
+from server.web.limits import HttpListener
 from server.web.routes import RouteTable, build_openapi
 
 log = logging.getLogger("imprint")
@@ -526,8 +529,8 @@ def build_app(
     app.add_subapp(admin_web.PREFIX, admin_web.sub_app(services))
     tables = [*root_tables, api.routes, api_users.routes, *oauth_web.routes, admin_web.routes]
     services.openapi = build_openapi(tables, title="Imprint", version=__version__)
-    app.cleanup_ctx.append(_loop_lag_ctx)
     app.cleanup_ctx.append(_store_ctx(clock))
+    app.cleanup_ctx.append(_loop_lag_ctx)
     app.cleanup_ctx.append(_oauth_ctx)
     app.cleanup_ctx.append(_run_dhcp)
     app.cleanup_ctx.append(_run_mdns)
@@ -578,16 +581,25 @@ async def serve(
     install_sighup(app)
     # shutdown_timeout: how long in-flight requests may run on after SIGTERM.
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=10)
+    h = settings.http
+    raise_fd_limit(h.max_connections)
+    loop.set_exception_handler(_loop_exceptions())
+    site = HttpListener(
+        runner,
+        h.host,
+        h.port,
+        ssl_context=ssl_context(cert) if cert else None,
+        max_connections=h.max_connections,
+        max_connections_per_source=h.max_connections_per_source,
+        head_timeout=h.head_timeout_s,
+        keepalive_timeout=h.keepalive_timeout_s,
+        metrics=app[SERVICES].metrics,
+    )
     try:
         await runner.setup()
-        site = web.TCPSite(
-            runner,
-            settings.http.host,
-            settings.http.port,
-            ssl_context=ssl_context(cert) if cert else None,
-        )
         await site.start()
     except (ConfigError, ValueError, OSError) as e:
+        await site.stop()
         await runner.cleanup()
         if isinstance(e, ConfigError):
             raise  # already names the key to fix, as check-config does
@@ -610,7 +622,54 @@ async def serve(
         await stop.wait()
     finally:
         log.info("shutting down")
+        await site.stop()
         await runner.cleanup()
+
+
+def raise_fd_limit(max_connections: int) -> None:
+    """Lift the soft open-files limit toward the hard one, so `[http] max_connections` (plus the
+    store, DHCP, mDNS and log files) fit; a shortfall is said, not left for accept() to hit."""
+    want = max_connections + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < want:
+        log.warning(
+            "open-files limit %d is below what [http] max_connections = %d needs (%d): raise "
+            "LimitNOFILE (systemd) or ulimit -n, or lower max_connections",
+            target,
+            max_connections,
+            want,
+        )
+
+
+def _loop_exceptions() -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """The loop's handler for errors no task owns: out of file descriptors or memory at accept()
+    is a flood, said in one line (rate-limited), not a traceback per attempt; anything else is
+    asyncio's default report."""
+    notes = RateLimitedLog(log, every=10.0)
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in (
+            errno.EMFILE,
+            errno.ENFILE,
+            errno.ENOBUFS,
+            errno.ENOMEM,
+        ):
+            notes.warning(
+                f"oserror-{exc.errno}",
+                "%s: %s (lower [http] max_connections or raise the open-files limit)",
+                context.get("message", "event loop"),
+                exc.strerror or exc,
+            )
+            return
+        loop.default_exception_handler(context)
+
+    return handle
 
 
 # -- operations: HTTP metrics, build info, the full-mode probe (SIGHUP: server/reload.py) ----

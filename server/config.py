@@ -57,6 +57,22 @@ class HttpSettings(_Section):
         default=None, description="URL devices and admins use; derived from host/port if unset"
     )
     max_upload_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # What one connection may hold (nginx's client_header_timeout / keepalive_timeout /
+    # limit_conn): see server/web/limits.py.
+    head_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        le=3600,
+        description="seconds a new connection has for the TLS handshake and its first request head",
+    )
+    keepalive_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="seconds an idle keep-alive connection (or a later half-sent head) is kept",
+    )
+    max_connections: int = Field(default=1024, ge=1, le=1_000_000)
+    max_connections_per_source: int = Field(default=256, ge=1, le=1_000_000)
 
     @field_validator("public_url")
     @classmethod
@@ -64,6 +80,15 @@ class HttpSettings(_Section):
         if v is not None and not (v.startswith("https://") or v.startswith("http://")):
             raise ValueError("must start with https:// or http://")
         return v.rstrip("/") if v else v
+
+    @model_validator(mode="after")
+    def _caps(self) -> HttpSettings:
+        if self.max_connections_per_source > self.max_connections:
+            raise ValueError(
+                f"max_connections_per_source ({self.max_connections_per_source}) is more than "
+                f"max_connections ({self.max_connections})"
+            )
+        return self
 
 
 class TlsSettings(_Section):

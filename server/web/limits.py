@@ -1,0 +1,235 @@
+"""What one HTTP(S) connection may cost: a cap on connections, timeouts, small buffers.
+
+nginx's defaults are the model: a client has `[http] head_timeout_s` to finish the TLS handshake
+and send its first request head (`client_header_timeout`), and an idle keep-alive connection is
+closed after `[http] keepalive_timeout_s` (`keepalive_timeout`, which in aiohttp also bounds a
+later request head that stops half-way). At most `max_connections` are open at once, and at
+most `max_connections_per_source` from one address (nginx's `limit_conn`); one past either is
+closed at once, before any request is read, and counted.
+
+The TLS layer of asyncio keeps a 256 KiB receive buffer per connection (`SSLProtocol.max_size`);
+with it an idle TLS connection cost about 280 KB here. A TLS record holds at most 16 KiB of
+data, so `TLS_READ_BUFFER` reads one record per call at most a few times more often, and an
+idle connection costs a fraction of that.
+
+`HttpListener` is the thin transport: it accepts, applies `ConnectionGate`, and hands each
+admitted connection to aiohttp's own request handler of the app's runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.sslproto
+import ipaddress
+import logging
+import ssl
+from typing import Any, cast
+
+from aiohttp import web
+
+from server.core.logs import RateLimitedLog
+from server.core.metrics import Registry
+
+log = logging.getLogger("imprint.http")
+
+# Bytes asyncio's TLS layer reads from the socket per call (its default: 256 KiB).
+TLS_READ_BUFFER = 32 * 1024
+
+
+def shrink_tls_buffers() -> None:
+    """Every TLS connection this process accepts from now on reads into `TLS_READ_BUFFER`."""
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+
+
+def source_of(peer: Any) -> str:
+    """The address a connection's limit is counted against (IPv4-mapped IPv6 as IPv4)."""
+    if not peer:
+        return ""
+    host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
+class ConnectionGate:
+    """Counts open connections, in total and per source address (pure bookkeeping)."""
+
+    def __init__(self, max_total: int, max_per_source: int) -> None:
+        if max_total < 1 or max_per_source < 1:
+            raise ValueError("connection limits must be at least 1")
+        self.max_total = max_total
+        self.max_per_source = max_per_source
+        self.open = 0
+        self._per_source: dict[str, int] = {}
+
+    def admit(self, source: str) -> str | None:
+        """Count a new connection from `source`; or return why it is refused ('total'/'source')."""
+        if self.open >= self.max_total:
+            return "total"
+        n = self._per_source.get(source, 0)
+        if n >= self.max_per_source:
+            return "source"
+        self._per_source[source] = n + 1
+        self.open += 1
+        return None
+
+    def release(self, source: str) -> None:
+        n = self._per_source.get(source, 0)
+        if n <= 1:
+            self._per_source.pop(source, None)
+        else:
+            self._per_source[source] = n - 1
+        self.open = max(0, self.open - 1)
+
+    def sources(self) -> int:
+        return len(self._per_source)
+
+
+class _Limits:
+    """What every connection's handler shares: the gate, the timeouts, the counters."""
+
+    def __init__(
+        self, gate: ConnectionGate, head_timeout: float, metrics: Registry, log_every: float
+    ) -> None:
+        self.gate = gate
+        self.head_timeout = head_timeout
+        self.refused = metrics.counter(
+            "imprint_http_connections_refused_total",
+            "HTTP connections closed on arrival: over [http] max_connections (total) or "
+            "max_connections_per_source (source)",
+            ("reason",),
+        )
+        self.timed_out = metrics.counter(
+            "imprint_http_head_timeouts_total",
+            "Connections closed because no complete request head came within [http] head_timeout_s",
+        )
+        metrics.gauge("imprint_http_connections", "Open HTTP connections").set_function(
+            lambda: {(): float(gate.open)}
+        )
+        self.notes = RateLimitedLog(log, every=log_every)
+
+
+class _GatedHandler(web.RequestHandler):
+    """aiohttp's request handler, admitted by the gate and given a deadline for its first head."""
+
+    def __init__(self, manager: web.Server, *, limits: _Limits, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._limits = limits
+        self._source: str | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        limits = self._limits
+        source = source_of(transport.get_extra_info("peername"))
+        refused = limits.gate.admit(source)
+        if refused is not None:
+            limits.refused.inc(refused)
+            limits.notes.warning(
+                f"refused-{refused}",
+                "HTTP connection from %s refused: %s",
+                source,
+                f"{limits.gate.max_total} connections open ([http] max_connections)"
+                if refused == "total"
+                else f"{limits.gate.max_per_source} open from this address "
+                "([http] max_connections_per_source)",
+            )
+            cast(asyncio.Transport, transport).abort()
+            return
+        self._source = source
+        super().connection_made(transport)
+        self._head_timer = asyncio.get_running_loop().call_later(
+            limits.head_timeout, self._head_deadline
+        )
+
+    def _head_deadline(self) -> None:
+        self._head_timer = None
+        # aiohttp counts a request once its head has been parsed.
+        if self._request_count == 0 and self.transport is not None:
+            self._limits.timed_out.inc()
+            self.force_close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if self._source is not None:
+            self._limits.gate.release(self._source)
+            self._source = None
+        super().connection_lost(exc)
+
+
+class HttpListener:
+    """The listening socket of the HTTP(S) site; connections go to the runner's aiohttp server."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        max_connections: int,
+        max_connections_per_source: int,
+        head_timeout: float,
+        keepalive_timeout: float,
+        metrics: Registry,
+        log_every: float = 10.0,
+    ) -> None:
+        self._runner = runner
+        self.host = host
+        self.port = port
+        self._ssl = ssl_context
+        self._limits = _Limits(
+            ConnectionGate(max_connections, max_connections_per_source),
+            head_timeout,
+            metrics,
+            log_every,
+        )
+        self._handler_kwargs: dict[str, Any] = {
+            "keepalive_timeout": keepalive_timeout,
+            "access_log": None,
+        }
+        self._server: asyncio.Server | None = None
+
+    @property
+    def gate(self) -> ConnectionGate:
+        return self._limits.gate
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    def _handler(self) -> _GatedHandler:
+        server = self._runner.server
+        assert server is not None, "the runner is set up before the listener starts"
+        loop = asyncio.get_running_loop()
+        return _GatedHandler(server, limits=self._limits, loop=loop, **self._handler_kwargs)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._ssl is not None:
+            shrink_tls_buffers()
+        self._server = await loop.create_server(
+            self._handler,
+            self.host,
+            self.port,
+            ssl=self._ssl,
+            ssl_handshake_timeout=self._limits.head_timeout if self._ssl else None,
+            backlog=512,
+            reuse_address=True,
+        )
+        socks = self._server.sockets
+        if socks and self.port == 0:
+            self.port = socks[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop accepting; open connections are the runner's to finish (runner.cleanup())."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None

@@ -1,0 +1,149 @@
+"""HTTP connection limits on real loopback sockets (issue 17, defect 5).
+
+Before, a half-sent request head or an idle keep-alive connection was held for aiohttp's default
+of an hour and any number of connections was accepted; now `HttpListener` closes a head that
+does not arrive within `head_timeout`, an idle connection after `keepalive_timeout`, and
+refuses connections past the total and per-source caps, counting each."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from server.config import ConfigError, load_settings
+from server.core.metrics import Registry
+from server.web.limits import ConnectionGate, HttpListener, source_of
+
+REQUEST = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[HttpListener, Registry]]:
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hi")
+
+    app = web.Application()
+    app.router.add_get("/hello", hello)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    metrics = Registry()
+    listener = HttpListener(
+        runner,
+        "127.0.0.1",
+        0,
+        ssl_context=None,
+        max_connections=3,
+        max_connections_per_source=2,
+        head_timeout=0.5,
+        keepalive_timeout=0.8,
+        metrics=metrics,
+    )
+    await listener.start()
+    try:
+        yield listener, metrics
+    finally:
+        await listener.stop()
+        await runner.cleanup()
+
+
+async def _connect(
+    listener: HttpListener, source: str = "127.0.0.1"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", listener.port, local_addr=(source, 0))
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
+    """What the server sent before closing; fails if it is still open after `seconds`."""
+    return await asyncio.wait_for(reader.read(), seconds)
+
+
+async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    writer.write(REQUEST)
+    await writer.drain()
+    return await asyncio.wait_for(reader.readuntil(b"hi"), 5)
+
+
+async def test_a_half_sent_head_is_closed_after_the_head_timeout(
+    served: tuple[HttpListener, Registry],
+) -> None:
+    listener, metrics = served
+    reader, writer = await _connect(listener)
+    writer.write(b"GET /hello HTTP/1.1\r\nHost: t\r\n")  # never finished
+    await writer.drain()
+    assert await _closed_within(reader, 5) == b""
+    assert metrics.get("imprint_http_head_timeouts_total").total() == 1  # type: ignore[union-attr]
+    writer.close()
+
+
+async def test_an_idle_keepalive_connection_is_closed_after_its_timeout(
+    served: tuple[HttpListener, Registry],
+) -> None:
+    listener, _ = served
+    reader, writer = await _connect(listener)
+    assert (await _get(reader, writer)).startswith(b"HTTP/1.1 200")
+    await asyncio.sleep(0.6)  # past the head timeout: a served connection is not cut by it
+    assert (await _get(reader, writer)).startswith(b"HTTP/1.1 200")
+    assert await _closed_within(reader, 5) == b""
+    writer.close()
+    await asyncio.sleep(0.05)
+    assert listener.gate.open == 0
+
+
+async def test_connections_past_the_per_source_cap_are_refused(
+    served: tuple[HttpListener, Registry],
+) -> None:
+    listener, metrics = served
+    first = [await _connect(listener) for _ in range(2)]
+    extra_r, extra_w = await _connect(listener)
+    assert await _closed_within(extra_r, 5) == b""
+    refused = metrics.get("imprint_http_connections_refused_total")
+    assert refused is not None and refused.value("source") == 1  # type: ignore[union-attr]
+    for r, w in first:  # the admitted ones still work
+        assert (await _get(r, w)).startswith(b"HTTP/1.1 200")
+    # Another address is counted on its own.
+    other_r, other_w = await _connect(listener, "127.0.0.2")
+    assert (await _get(other_r, other_w)).startswith(b"HTTP/1.1 200")
+    for _, w in [*first, (extra_r, extra_w), (other_r, other_w)]:
+        w.close()
+
+
+async def test_connections_past_the_total_cap_are_refused_and_a_closed_one_frees_its_place(
+    served: tuple[HttpListener, Registry],
+) -> None:
+    listener, metrics = served
+    held = [await _connect(listener, src) for src in ("127.0.0.1", "127.0.0.1", "127.0.0.2")]
+    for r, w in held:
+        assert (await _get(r, w)).startswith(b"HTTP/1.1 200")
+    r4, w4 = await _connect(listener, "127.0.0.3")
+    assert await _closed_within(r4, 5) == b""
+    refused = metrics.get("imprint_http_connections_refused_total")
+    assert refused is not None and refused.value("total") == 1  # type: ignore[union-attr]
+    held[0][1].close()
+    await asyncio.sleep(0.1)
+    r5, w5 = await _connect(listener, "127.0.0.3")
+    assert (await _get(r5, w5)).startswith(b"HTTP/1.1 200")
+    for _, w in [*held[1:], (r4, w4), (r5, w5)]:
+        w.close()
+
+
+def test_the_gate_counts_and_releases() -> None:
+    gate = ConnectionGate(3, 2)
+    assert [gate.admit("a"), gate.admit("a"), gate.admit("a")] == [None, None, "source"]
+    assert gate.admit("b") is None and gate.admit("c") == "total"
+    gate.release("a")
+    assert gate.admit("c") is None and gate.open == 3 and gate.sources() == 3
+    assert source_of(("::ffff:198.18.0.1", 1, 0, 0)) == "198.18.0.1"
+    assert source_of(None) == ""
+
+
+def test_the_defaults_are_at_most_nginx_s_and_caps_must_agree(tmp_path: object) -> None:
+    h = load_settings(None).http
+    assert h.head_timeout_s <= 60 and h.keepalive_timeout_s <= 60
+    assert h.max_connections_per_source <= h.max_connections
+    cfg = tmp_path / "c.toml"  # type: ignore[operator]
+    cfg.write_text("[http]\nmax_connections = 10\nmax_connections_per_source = 20\n")
+    with pytest.raises(ConfigError, match="max_connections_per_source"):
+        load_settings(cfg)
