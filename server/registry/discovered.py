@@ -1,7 +1,12 @@
 """Devices seen on the LAN (DHCP, mDNS) but not registered, so an admin can register them.
 
-Pure and bounded: `now` is passed in, and past `max_entries` the least recently seen MAC is
-forgotten, so a flood of random MACs costs a fixed amount of memory.
+Pure and bounded: `now` is passed in, and past `max_entries` a MAC is forgotten, so a flood of
+random MACs costs a fixed amount of memory. Which one is a segmented LRU, as caches that must
+survive a scan do: a MAC seen once waits in a probation segment, and its second sighting moves
+it to a protected segment of at most 80 % of the list. Only probation's least recently seen
+entry is ever forgotten (the protected segment's oldest is moved back to probation when it is
+full), so spoofed MACs, each seen once, churn through probation while the devices that keep
+asking (a real client retries DISCOVER) stay listed.
 """
 
 from __future__ import annotations
@@ -33,13 +38,17 @@ def printable(raw: bytes | str, limit: int = _MAX_VENDOR_CLASS) -> str:
 
 
 class DiscoveredDevices:
-    """LRU-bounded map MAC -> SeenDevice."""
+    """Bounded map MAC -> SeenDevice (segmented LRU, see the module's note)."""
+
+    PROTECTED_SHARE = 0.8
 
     def __init__(self, max_entries: int = 10_000) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
         self.max_entries = max_entries
-        self._seen: OrderedDict[str, SeenDevice] = OrderedDict()
+        self.max_protected = int(max_entries * self.PROTECTED_SHARE)
+        self._once: OrderedDict[str, SeenDevice] = OrderedDict()  # probation, oldest first
+        self._repeat: OrderedDict[str, SeenDevice] = OrderedDict()  # protected, oldest first
         self.evicted = 0
         self.version = 0  # bumped on every change, so a saver knows when to save
 
@@ -55,38 +64,44 @@ class DiscoveredDevices:
         """Note a sighting of the normalised `mac`; a later non-empty vendor class replaces one."""
         self.version += 1
         vc = printable(vendor_class) if vendor_class else ""
-        old = self._seen.get(mac)
+        old = self._repeat.pop(mac, None) or self._once.pop(mac, None)
         if old is None:
             entry = SeenDevice(mac, vc, interface, source, now, now, 1)
-            self._seen[mac] = entry
-            if len(self._seen) > self.max_entries:
-                self._seen.popitem(last=False)
-                self.evicted += 1
-            return entry
-        entry = replace(
-            old,
-            vendor_class=vc or old.vendor_class,
-            interface=interface or old.interface,
-            source=source,
-            last_seen=max(now, old.last_seen),
-            count=old.count + 1,
-        )
-        self._seen[mac] = entry
-        self._seen.move_to_end(mac)
+            self._once[mac] = entry
+        else:
+            entry = replace(
+                old,
+                vendor_class=vc or old.vendor_class,
+                interface=interface or old.interface,
+                source=source,
+                last_seen=max(now, old.last_seen),
+                count=old.count + 1,
+            )
+            self._repeat[mac] = entry
+        self._fit()
         return entry
+
+    def _fit(self) -> None:
+        while len(self._repeat) > self.max_protected:
+            mac, e = self._repeat.popitem(last=False)
+            self._once[mac] = e
+            self._once.move_to_end(mac, last=False)  # the oldest of probation: next to go
+        while len(self._once) + len(self._repeat) > self.max_entries:
+            self._once.popitem(last=False)
+            self.evicted += 1
 
     def restore(self, entries: Iterable[SeenDevice]) -> None:
         """Load saved entries (oldest first keeps the LRU order), e.g. at start."""
         for e in sorted(entries, key=lambda e: e.last_seen):
-            self._seen[e.mac] = e
-            self._seen.move_to_end(e.mac)
-        while len(self._seen) > self.max_entries:
-            self._seen.popitem(last=False)
+            self._once.pop(e.mac, None)
+            self._repeat.pop(e.mac, None)
+            (self._repeat if e.count > 1 else self._once)[e.mac] = e
+        self._fit()
         self.version += 1
 
     def remove(self, mac: str) -> bool:
         """Forget `mac` (it was registered); True if it was listed."""
-        gone = self._seen.pop(mac, None) is not None
+        gone = (self._once.pop(mac, None) or self._repeat.pop(mac, None)) is not None
         if gone:
             self.version += 1
         return gone
@@ -97,15 +112,19 @@ class DiscoveredDevices:
             self.remove(mac)
 
     def get(self, mac: str) -> SeenDevice | None:
-        return self._seen.get(mac)
+        return self._repeat.get(mac) or self._once.get(mac)
 
     def recent(self, limit: int | None = None) -> list[SeenDevice]:
         """Entries, most recently seen first."""
-        items = sorted(self._seen.values(), key=lambda e: e.last_seen, reverse=True)
+        items = sorted(
+            (*self._once.values(), *self._repeat.values()),
+            key=lambda e: e.last_seen,
+            reverse=True,
+        )
         return items if limit is None else items[:limit]
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return len(self._once) + len(self._repeat)
 
     def __contains__(self, mac: object) -> bool:
-        return mac in self._seen
+        return mac in self._once or mac in self._repeat

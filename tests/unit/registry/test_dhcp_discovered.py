@@ -73,3 +73,36 @@ def test_vendor_class_from_the_wire_is_made_printable_and_capped() -> None:
 def test_max_entries_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_entries"):
         DiscoveredDevices(max_entries=0)
+
+
+def _mac(i: int, prefix: int = 0x10) -> str:
+    return f"02:{prefix:02x}:{(i >> 16) & 0xFF:02x}:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}:01"
+
+
+def test_a_flood_of_one_shot_spoofed_macs_does_not_push_out_devices_that_retry() -> None:
+    """Issue 17: spoofed MACs pushed real entries out of the 10,000-entry list."""
+    d = DiscoveredDevices(max_entries=1000)
+    real = [_mac(i, 0xAA) for i in range(300)]
+    for t in (1.0, 5.0):  # a real client retries DISCOVER
+        for mac in real:
+            d.record(mac, source="dhcp", interface="eth0", now=t)
+    for i in range(100_000):
+        d.record(_mac(i), source="dhcp", interface="eth0", now=10.0 + i / 1000)
+    assert all(mac in d for mac in real)
+    assert len(d) == 1000 and d.evicted == 100_000 + 300 - 1000
+    # Newcomers still get in: the probation segment keeps room for them.
+    d.record(_mac(1, 0xBB), source="dhcp", interface="eth0", now=500.0)
+    assert _mac(1, 0xBB) in d
+
+
+def test_the_protected_segment_is_bounded_so_a_list_of_regulars_still_takes_newcomers() -> None:
+    d = DiscoveredDevices(max_entries=10)
+    for t in (1.0, 2.0):
+        for i in range(20):
+            d.record(_mac(i), source="dhcp", interface="eth0", now=t + i / 100)
+    assert len(d) == 10
+    newcomer = _mac(99, 0xCC)
+    d.record(newcomer, source="mdns", interface="eth0", now=3.0)
+    assert newcomer in d and len(d) == 10
+    # The most recently seen regulars are the ones kept.
+    assert all(_mac(i) in d for i in range(12, 20))
