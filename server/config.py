@@ -384,6 +384,13 @@ class ProvisionSettings(_Section):
         default=False,
         description="refuse a redemption from an address other than the one DHCP saw the MAC at",
     )
+    retry_window_s: int = Field(
+        default=300,
+        ge=0,
+        le=3600,
+        description="seconds after a success in which the same code from the same address gets "
+        "new credentials (a response lost on the way); 0: never",
+    )
 
 
 class OAuthSettings(_Section):

@@ -98,6 +98,7 @@ async def provision(request: web.Request) -> web.Response:
             source,
             dhcp_address=svc.sightings.ip_of(_mac_key(body.mac)),
             require_dhcp_match=svc.settings.provision.require_dhcp_match,
+            retry_window_s=svc.settings.provision.retry_window_s,
         )
     except Invalid as e:  # a typo, not a guess: not counted as an attempt
         raise ApiError(400, "bad_request", str(e), e.details) from e

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from server.provisioning.outcome import Outcome
-from server.registry.model import DeviceState
+from server.registry.model import DeviceState, parse_iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +29,16 @@ class CodeState:
     expires_at: str | None  # ISO 8601 UTC "…Z" strings compare in time order
     used_at: str | None
     failed_attempts: int = 0
+    provisioned_from: str | None = None  # the address the code was redeemed from
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
     max_attempts: int
     require_dhcp_match: bool = False
+    # A device whose response was lost may enter the same code again, from the same address, in
+    # this window after its success, and gets new credentials (see `_retry`); 0 turns it off.
+    retry_window_s: int = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +58,11 @@ class Verdict:
     attempts_left: int | None = None
     count_attempt: bool = False  # the store adds one to the code's failed attempts
     warning: str | None = None  # success, but recorded in the audit entry
+    retry: bool = False  # a repeat of a success: new credentials, the code is already used
 
     @property
     def consumes_code(self) -> bool:
-        return self.outcome is Outcome.SUCCESS
+        return self.outcome is Outcome.SUCCESS and not self.retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +175,36 @@ REFUSALS: tuple[Rule, ...] = (
 )
 
 
+# A repeat closer than this to the success is a concurrent entry of the same code (it loses), not
+# a client retrying after its response was lost (which waits out its own timeout first).
+RETRY_MIN_GAP_S = 3
+
+
+def _retry(case: _Case) -> bool:
+    """The same code, from the address it was redeemed from, by a device still awaiting sign-in,
+    between RETRY_MIN_GAP_S and the policy's window after the success: the device never got its
+    credentials (a response lost to a crash or the network), so it may have new ones. The
+    earlier ones are replaced, so no one holds two."""
+    row = case.row
+    window = case.policy.retry_window_s
+    if (
+        window <= 0
+        or row is None
+        or row.state is not DeviceState.AWAITING_SIGN_IN
+        or row.used_at is None
+        or row.provisioned_from != case.entry.source
+        or not case.matches
+    ):
+        return False
+    gap = (parse_iso(case.now) - parse_iso(row.used_at)).total_seconds()
+    return RETRY_MIN_GAP_S <= gap <= window
+
+
 def redeem(row: CodeState | None, entry: Entry, now: str, policy: Policy) -> Verdict:
     """Decide one code entry (`row` is None when the MAC is not registered)."""
     case = _Case(row, entry, now, policy)
+    if _retry(case):
+        return Verdict(Outcome.SUCCESS, "", retry=True)
     for rule in REFUSALS:
         if rule.applies(case):
             return Verdict(

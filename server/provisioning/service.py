@@ -177,6 +177,7 @@ class ProvisioningService:
         *,
         dhcp_address: str | None = None,
         require_dhcp_match: bool = False,
+        retry_window_s: int = 300,
     ) -> Redemption:
         """Check `code` for `mac` and bind the device to its tenant: exactly one success per code.
 
@@ -191,7 +192,7 @@ class ProvisioningService:
         except CodeFormatError as e:
             raise Invalid(str(e), [{"field": "code", "message": str(e)}]) from e
         entry = Entry(mac, self.vault.digest(mac, entered), source, dhcp_address)
-        policy = Policy(self.policy.max_attempts, require_dhcp_match)
+        policy = Policy(self.policy.max_attempts, require_dhcp_match, retry_window_s)
         now = iso(self.clock())
         actor = f"device:{mac}@{source}"
         secret = secrets.token_urlsafe(32)
@@ -204,9 +205,30 @@ class ProvisioningService:
                 await codes.count_failure(tx, mac)
             if verdict.consumes_code and not await codes.consume(tx, mac, policy.max_attempts):
                 verdict = ALREADY_USED
+            if verdict.retry and not await codes.replace_secret(tx, mac, token_digest(secret)):
+                verdict = ALREADY_USED
             if verdict.outcome is not Outcome.SUCCESS:
                 await self._audit_refusal(tx, actor, row.tenant_id, mac, source, verdict)
                 return Redemption(verdict.outcome, verdict.message, mac, verdict.attempts_left)
+            if verdict.retry:
+                # The first success's response never reached the device: the same code from
+                # the same address gets new credentials, and the unseen ones stop working.
+                await tx.audit(
+                    actor,
+                    row.tenant_id,
+                    "provision.retry",
+                    mac,
+                    None,
+                    {"state": DeviceState.AWAITING_SIGN_IN.value, "source": source},
+                )
+                return Redemption(
+                    Outcome.SUCCESS,
+                    f"Provisioned to {row.tenant_name}.",
+                    mac,
+                    tenant=Tenant(row.tenant_id, row.tenant_name, ""),
+                    device_id=row.device_id,
+                    client_secret=secret,
+                )
             await set_state(
                 tx,
                 mac,

@@ -61,13 +61,14 @@ async def insert_codes(tx: Tx, rows: Sequence[NewCode]) -> None:
 async def redeem_row(tx: Tx, mac: str) -> RedeemRow | None:
     row = await tx.fetchone(
         "SELECT d.tenant_id, t.name, d.state, d.device_id, c.digest, c.expires_at, "
-        "c.used_at, c.failed_attempts FROM devices d JOIN tenants t ON t.id = d.tenant_id "
+        "c.used_at, c.failed_attempts, d.provisioned_from FROM devices d "
+        "JOIN tenants t ON t.id = d.tenant_id "
         "LEFT JOIN codes c ON c.mac = d.mac WHERE d.mac = ?",
         (mac,),
     )
     if row is None:
         return None
-    tenant_id, tenant_name, state, device_id, digest, expires, used, failed = row
+    tenant_id, tenant_name, state, device_id, digest, expires, used, failed, source = row
     return RedeemRow(
         tenant_id,
         tenant_name,
@@ -78,6 +79,7 @@ async def redeem_row(tx: Tx, mac: str) -> RedeemRow | None:
             expires,
             used,
             int(failed or 0),
+            source,
         ),
     )
 
@@ -97,6 +99,15 @@ async def consume(tx: Tx, mac: str, max_attempts: int) -> bool:
         "UPDATE codes SET used_at = ? WHERE mac = ? AND used_at IS NULL AND "
         "expires_at > ? AND failed_attempts < ?",
         (tx.now, mac, tx.now, max_attempts),
+    )
+    return int(cur.rowcount) == 1
+
+
+async def replace_secret(tx: Tx, mac: str, secret_hash: bytes) -> bool:
+    """New client credentials for a device still awaiting sign-in (a retried code entry)."""
+    cur = await tx.execute(
+        "UPDATE devices SET client_secret_hash = ? WHERE mac = ? AND state = ?",
+        (secret_hash, mac, DeviceState.AWAITING_SIGN_IN.value),
     )
     return int(cur.rowcount) == 1
 

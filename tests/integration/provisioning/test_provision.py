@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from server.core.ratelimit import TokenBuckets
+from server.registry.model import token_digest
 from server.web.keys import SERVICES
 from tests.helpers.app import Api
 
@@ -261,3 +262,36 @@ async def test_a_failed_inline_transaction_leaves_nothing_behind(api: Api) -> No
     assert row[0] == 0
     status, body = await provision(api, MAC1, codes[MAC1])  # the inline connection still works
     assert status == 200, body
+
+
+async def test_a_retry_after_a_lost_response_gets_new_credentials(api: Api) -> None:
+    """Issue 17: a crash between commit and response left a provisioned device whose client
+    never got its secret, and its retry got 409. Now the same code from the same address,
+    3 s to 5 min later, gets new credentials, and the unseen ones stop working."""
+    codes = await setup_devices(api, MAC1)
+    status, first = await provision(api, MAC1, codes[MAC1])
+    assert status == 200
+    # A concurrent entry of the same code (no gap) is still the loser: exactly one success.
+    status, body = await provision(api, MAC1, codes[MAC1])
+    assert status == 409 and body["error"] == "already_provisioned"
+    api.clock.now += timedelta(seconds=30)
+    status, again = await provision(api, MAC1, codes[MAC1])
+    assert status == 200, again
+    assert again["device_id"] == first["device_id"]
+    assert again["client_secret"] != first["client_secret"]
+    db = sqlite3.connect(api.settings.store.path)
+    try:
+        (stored,) = db.execute(
+            "SELECT client_secret_hash FROM devices WHERE mac = ?", (MAC1,)
+        ).fetchone()
+    finally:
+        db.close()
+    assert bytes(stored) == token_digest(again["client_secret"])
+    status, audit = await api.call("GET", "/api/v1/tenants/contoso/audit")
+    assert audit["results"][0]["action"] == "provision.retry"
+    # A wrong code, or past the window, is refused as before.
+    status, body = await provision(api, MAC1, "0000-0000")
+    assert status in (400, 409)
+    api.clock.now += timedelta(minutes=10)
+    status, body = await provision(api, MAC1, codes[MAC1])
+    assert status == 409 and body["error"] == "already_provisioned"
