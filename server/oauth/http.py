@@ -27,7 +27,7 @@ from server.provisioning.codes import CodeFormatError, format_code, normalize_co
 from server.store.base import Invalid
 from server.web.errors import ApiError, Handler, Problem, error_middleware
 from server.web.keys import SERVICES, Services, cookies_secure
-from server.web.routes import Param, RouteTable
+from server.web.routes import Param, RouteTable, read_form
 
 well_known = RouteTable()  # on the root application (RFC 8414 puts it there)
 endpoints = RouteTable()  # mounted at /oauth2: RFC 6749 §5.2 errors
@@ -357,7 +357,7 @@ async def device_page_post(request: web.Request) -> web.Response:
         )
     if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
         return _result("Form too large", "The form is too large.", "error", 413)
-    form = await request.post()
+    form = await read_form(request)
     field = {k: v for k, v in form.items() if isinstance(v, str)}
     cookie = _csrf_cookie(request)
     sent = field.get("csrf", "")

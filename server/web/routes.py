@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from multidict import MultiDictProxy
 from pydantic import BaseModel
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -53,6 +54,22 @@ def parse_json(request: web.Request, raw: bytes) -> Any:
         return json.loads(text)
     except RecursionError:
         raise BodyError("the JSON body is nested too deeply") from None
+
+
+async def read_form(
+    request: web.Request,
+) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """A form post's fields (`request.post()`), or BodyError (400 and what to fix) when the body
+    cannot be read as the form its Content-Type names: multipart without a boundary or without
+    its parts, text that is not in its charset, a charset Python does not know. aiohttp raises
+    ValueError or LookupError for these, which would otherwise be a 500."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError) as e:  # UnicodeDecodeError is a ValueError
+        raise BodyError(
+            f"the form could not be read ({e}): send it as application/x-www-form-urlencoded "
+            "in UTF-8, or as multipart/form-data with its boundary"
+        ) from None
 
 
 async def read_json(request: web.Request, model: type[BaseModel]) -> BaseModel:
