@@ -27,11 +27,17 @@ from server.provisioning.codes import CodeFormatError, format_code, normalize_co
 from server.store.base import Invalid
 from server.web.errors import ApiError, Handler, Problem, error_middleware
 from server.web.keys import SERVICES, Services, cookies_secure
-from server.web.routes import Param, RouteTable
+from server.web.routes import Param, RouteTable, read_form
+
+
+class OAuthErrorOut(BaseModel):
+    error: str = Field(description="RFC 6749 §5.2 / RFC 8628 §3.5 error code")
+    error_description: str
+
 
 well_known = RouteTable()  # on the root application (RFC 8414 puts it there)
-endpoints = RouteTable()  # mounted at /oauth2: RFC 6749 §5.2 errors
-page = RouteTable()  # mounted at /device: the verification page, HTML errors
+endpoints = RouteTable(errors=OAuthErrorOut)  # mounted at /oauth2: RFC 6749 §5.2 errors
+page = RouteTable(errors="text/html")  # mounted at /device: the verification page, HTML errors
 OAUTH_PREFIX = "/oauth2"
 PAGE_PREFIX = "/device"
 log = logging.getLogger("imprint.oauth")
@@ -95,11 +101,6 @@ async def _params(request: web.Request) -> dict[str, str]:
     return single_params(pairs)
 
 
-class OAuthErrorOut(BaseModel):
-    error: str = Field(description="RFC 6749 §5.2 / RFC 8628 §3.5 error code")
-    error_description: str
-
-
 class DeviceAuthorizationOut(BaseModel):
     device_code: str
     user_code: str = Field(description="XXXX-XXXX, letters BCDFGHJKLMNPQRSTVWXZ")
@@ -137,7 +138,7 @@ async def oauth_metadata(request: web.Request) -> web.Response:
     summary="Public keys that sign access tokens (JWK Set, RFC 7517)",
     tag="oauth",
     auth="none",
-    responses={200: ("JWK Set", {"type": "object"})},
+    responses={200: ("JWK Set", ("application/jwk-set+json", {"type": "object"}))},
 )
 async def oauth_jwks(request: web.Request) -> web.Response:
     return web.json_response(
@@ -218,7 +219,11 @@ async def token(request: web.Request) -> web.Response:
     tag="oauth",
     auth="bearer",
     body=FORM,
-    responses={200: ("introspection result", {"type": "object"})},
+    responses={
+        200: ("introspection result", {"type": "object"}),
+        400: ("invalid_request: not a form, or no token parameter", OAuthErrorOut),
+        401: ("no API token, or one that is unknown or revoked", OAuthErrorOut),
+    },
 )
 async def introspect(request: web.Request) -> web.Response:
     header = request.headers.get("Authorization", "")
@@ -357,7 +362,7 @@ async def device_page_post(request: web.Request) -> web.Response:
         )
     if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
         return _result("Form too large", "The form is too large.", "error", 413)
-    form = await request.post()
+    form = await read_form(request)
     field = {k: v for k, v in form.items() if isinstance(v, str)}
     cookie = _csrf_cookie(request)
     sent = field.get("csrf", "")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from multidict import MultiDictProxy
 from pydantic import BaseModel
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -53,6 +54,22 @@ def parse_json(request: web.Request, raw: bytes) -> Any:
         return json.loads(text)
     except RecursionError:
         raise BodyError("the JSON body is nested too deeply") from None
+
+
+async def read_form(
+    request: web.Request,
+) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """A form post's fields (`request.post()`), or BodyError (400 and what to fix) when the body
+    cannot be read as the form its Content-Type names: multipart without a boundary or without
+    its parts, text that is not in its charset, a charset Python does not know. aiohttp raises
+    ValueError or LookupError for these, which would otherwise be a 500."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError) as e:  # UnicodeDecodeError is a ValueError
+        raise BodyError(
+            f"the form could not be read ({e}): send it as application/x-www-form-urlencoded "
+            "in UTF-8, or as multipart/form-data with its boundary"
+        ) from None
 
 
 async def read_json(request: web.Request, model: type[BaseModel]) -> BaseModel:
@@ -107,6 +124,12 @@ def _adapt(
     return handler
 
 
+# What a body or response carries: a model or a JSON schema (as application/json), a media type
+# alone ("text/csv": a string), or (media type, model or JSON schema) for JSON under another
+# media type such as application/jwk-set+json.
+Spec = type[BaseModel] | str | dict[str, Any] | tuple[str, type[BaseModel] | dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
@@ -125,9 +148,7 @@ class Op:
     tag: str
     auth: str  # "bearer" | "none" | "client" (OAuth client auth) | "session"
     body: type[BaseModel] | str | None = None  # model, or a media type such as "text/csv"
-    responses: dict[int, tuple[str, type[BaseModel] | str | dict[str, Any] | None]] = field(
-        default_factory=dict
-    )
+    responses: dict[int, tuple[str, Spec | None]] = field(default_factory=dict)
     params: tuple[Param, ...] = ()
     in_schema: bool = True
 
@@ -136,10 +157,16 @@ class RouteTable:
     """Collects Ops; `add_to(app)` registers them, `ops` feeds the OpenAPI builder."""
 
     def __init__(
-        self, *, before_body: Callable[[web.Request], Awaitable[None]] | None = None
+        self,
+        *,
+        before_body: Callable[[web.Request], Awaitable[None]] | None = None,
+        errors: Spec | None = None,
     ) -> None:
         self.ops: list[Op] = []
         self.before_body = before_body
+        # What the audience's error renderer answers with (the `default` response); None: the
+        # house JSON format of server/web/errors.py.
+        self.errors = errors
 
     def route(
         self,
@@ -150,8 +177,7 @@ class RouteTable:
         tag: str,
         auth: str = "bearer",
         body: type[BaseModel] | str | None = None,
-        responses: dict[int, tuple[str, type[BaseModel] | str | dict[str, Any] | None]]
-        | None = None,
+        responses: dict[int, tuple[str, Spec | None]] | None = None,
         params: tuple[Param, ...] = (),
         in_schema: bool = True,
     ) -> Callable[[Endpoint], Endpoint]:
@@ -212,13 +238,18 @@ def build_openapi(tables: list[RouteTable], *, title: str, version: str) -> dict
         schemas[model.__name__] = js
         return {"$ref": f"#/components/schemas/{model.__name__}"}
 
-    def content(spec: type[BaseModel] | str | dict[str, Any]) -> dict[str, Any]:
+    def content(spec: Spec) -> dict[str, Any]:
+        if isinstance(spec, tuple):
+            media, inner = spec
+            return {media: {"schema": inner if isinstance(inner, dict) else ref(inner)}}
         if isinstance(spec, str):
             fmt = {"type": "string"}
             return {spec: {"schema": fmt}}
         if isinstance(spec, dict):
             return {"application/json": {"schema": spec}}
         return {"application/json": {"schema": ref(spec)}}
+
+    house_error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 
     for table in tables:
         for op in table.ops:
@@ -253,9 +284,7 @@ def build_openapi(tables: list[RouteTable], *, title: str, version: str) -> dict
                 "default",
                 {
                     "description": "error",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
-                    },
+                    "content": house_error if table.errors is None else content(table.errors),
                 },
             )
             if op.auth == "bearer":

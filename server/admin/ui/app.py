@@ -35,6 +35,7 @@ from server.admin.ui.common import (
 from server.admin.ui.state import UI, UiState, size_text, when
 from server.web.errors import Handler, Problem, error_middleware
 from server.web.keys import SERVICES, Services
+from server.web.routes import read_form
 
 # The page modules register their routes on `routes` when imported.
 PAGES = (session, tenants, devices, uploads, codes, device, users, audit)
@@ -101,7 +102,7 @@ async def session_guard(request: web.Request, handler: Handler) -> web.StreamRes
     request[SESSION] = lookup.session
     request[SESSION_TOKEN] = token or ""
     if request.method not in ("GET", "HEAD"):
-        form = await request.post()
+        form = await read_form(request)
         request[FORM] = form
         given = form.get(CSRF_FIELD)
         if not tokens_match(

@@ -12,6 +12,7 @@ from server.admin.ui import common
 from server.admin.ui.state import UI, safe_next
 from server.web.downloads import template_download
 from server.web.keys import cookies_secure
+from server.web.routes import read_form
 
 
 @common.root_routes.route(
@@ -75,7 +76,7 @@ async def _login_form(
 
 @common.page("POST", "/ui/login", "Admin sign-in", auth="none")
 async def login(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await read_form(request)
     username = common.form_text(form, "username", 200)
     password = common.form_text(form, "password", 2000)
     if not tokens_match(

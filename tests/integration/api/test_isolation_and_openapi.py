@@ -4,6 +4,7 @@ every route the server serves."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from server.web.keys import SERVICES
 from tests.helpers.app import Api
@@ -88,3 +89,48 @@ async def test_openapi_document_covers_every_route(api: Api) -> None:
                     p["name"] == name and p["in"] == "path" for p in op.get("parameters", [])
                 ), (path, name)
     assert api.client.app[SERVICES].openapi == doc
+
+
+def _declared(doc: dict[str, Any], method: str, path: str, status: int) -> dict[str, Any]:
+    """The response the document declares for `status` (else `default`), $refs resolved."""
+    responses = doc["paths"][path][method]["responses"]
+    declared = responses.get(str(status), responses["default"])
+    out: dict[str, Any] = {}
+    for media, body in declared.get("content", {}).items():
+        schema = body["schema"]
+        if "$ref" in schema:
+            schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+        out[media] = schema
+    return out
+
+
+async def test_oauth_answers_as_the_document_says(api: Api) -> None:
+    """The exact requests schemathesis found answered otherwise than documented (issue 17):
+    the JWK Set's media type, and the RFC 6749 errors of /oauth2 described as house errors."""
+    async with api.client.get("/api/v1/openapi.json") as r:
+        doc = await r.json()
+    async with api.client.get("/oauth2/jwks") as r:
+        assert r.status == 200
+        assert list(_declared(doc, "get", "/oauth2/jwks", 200)) == [r.content_type]
+        assert r.content_type == "application/jwk-set+json" and "keys" in await r.json()
+    for headers, status in (
+        ({"Authorization": f"Bearer {api.operator}"}, 400),  # no form body
+        ({"Content-Type": "application/x-www-form-urlencoded"}, 401),  # no token
+    ):
+        async with api.client.post("/oauth2/introspect", headers=headers) as r:
+            assert r.status == status
+            declared = _declared(doc, "post", "/oauth2/introspect", status)
+            assert list(declared) == [r.content_type] == ["application/json"]
+            body = await r.json()
+            assert set(declared["application/json"]["required"]) <= set(body), body
+            assert set(body) == {"error", "error_description"}, body
+    # Every /oauth2 error is RFC 6749's; the verification page's errors are HTML pages.
+    for path, ops in doc["paths"].items():
+        for method in ops:
+            default = _declared(doc, method, path, 599)
+            if path.startswith("/oauth2/"):
+                assert default["application/json"]["required"] == ["error", "error_description"]
+            elif path == "/device":
+                assert list(default) == ["text/html"]
+            else:
+                assert default["application/json"]["required"] == ["error", "message"], path
