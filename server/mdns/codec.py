@@ -74,6 +74,17 @@ MAX_MESSAGE = 9000
 MAX_QUESTIONS = 64
 MAX_RECORDS = 256
 MAX_MESSAGE_HOPS = 512
+# Pointers let a few bytes stand for a long name again and again: 255 known answers each naming
+# one 127-label name by a pointer were 3.8 KB and held the loop 280 ms, with every jump count in
+# bounds (issue 17, found by bench/reliability/fuzz.py). So the labels read across all names of
+# a message are counted too; a real query of a few dozen known answers reads a few hundred.
+MAX_MESSAGE_LABELS = 1024
+# Records of the types we hold are handed to dnslib at 40-100 us each: 256 of the smallest
+# (3 KB) took 10 ms, 64 SRV records 7 ms. Only the first MAX_KNOWN_ANSWERS are parsed; later ones
+# are still walked (framing, names) but left out. For a query that costs at most an answer the
+# querier already holds (known-answer suppression is an optimisation, RFC 6762 §7.1); a real
+# query carries a handful, and RFC 6762 §7.2 spreads long lists over several packets.
+MAX_KNOWN_ANSWERS = 32
 
 # Known-answer types we hold records of; others cannot suppress anything of ours, so they are
 # framed and name-checked by the walker but never handed to dnslib.
@@ -87,7 +98,7 @@ class DecodeReason(StrEnum):
 
     TRUNCATED = "MDNS_TRUNCATED"  # ends inside the header, a name or a record
     TOO_LARGE = "MDNS_TOO_LARGE"  # over MAX_MESSAGE bytes: refused before any parsing
-    TOO_MANY = "MDNS_TOO_MANY"  # more questions or records than any real query holds
+    TOO_MANY = "MDNS_TOO_MANY"  # more questions, records or labels than any real query holds
     NOT_QUERY = "MDNS_NOT_QUERY"  # QR=1: a response, not for a responder to answer
     BAD_OPCODE = "MDNS_BAD_OPCODE"  # RFC 6762 §18.3: non-zero opcode is silently ignored
     BAD_RCODE = "MDNS_BAD_RCODE"  # RFC 6762 §18.11: non-zero rcode is silently ignored
@@ -164,7 +175,8 @@ class _Layout:
 
 def _walk_name(data: bytes, pos: int, budget: list[int]) -> int:
     """Validate the name at `pos` and return the offset just after it in place. Each pointer
-    jump spends one of `budget[0]`, the jumps the whole message has left."""
+    jump spends one of `budget[0]`, the jumps the whole message has left, and each label read
+    one of `budget[1]`, the labels it has left."""
     n = len(data)
     segment = pos  # start of the labels read since the last jump
     end = -1
@@ -213,6 +225,11 @@ def _walk_name(data: bytes, pos: int, budget: list[int]) -> int:
             raise DecodeError(DecodeReason.LABEL_TOO_LONG, f"label length byte {b:#04x} at {pos}")
         if b == 0:
             return end if end >= 0 else pos + 1
+        budget[1] -= 1
+        if budget[1] < 0:
+            raise DecodeError(
+                DecodeReason.TOO_MANY, f"more than {MAX_MESSAGE_LABELS} labels in one message"
+            )
         length += b + 1
         if length > MAX_NAME:
             raise DecodeError(DecodeReason.NAME_TOO_LONG, f"name longer than {MAX_NAME} bytes")
@@ -232,14 +249,15 @@ def _walk(data: bytes, counts: tuple[int, int, int, int], every: bool = False) -
     """Validate framing and names of every section; return where the entries we use are.
 
     Records of the types we hold are listed from the answer section, or with `every` from all
-    three record sections (a response's records, for conflict detection).
+    three record sections (a response's records, for conflict detection): the first
+    MAX_KNOWN_ANSWERS of them.
     """
     n = len(data)
     if n > MAX_MESSAGE:
         raise DecodeError(DecodeReason.TOO_LARGE, f"{n} bytes, at most {MAX_MESSAGE}")
     qd, an, ns, ar = counts
     pos = HEADER_LEN
-    budget = [MAX_MESSAGE_HOPS]
+    budget = [MAX_MESSAGE_HOPS, MAX_MESSAGE_LABELS]
     questions: list[tuple[int, int]] = []
     for i in range(qd):
         if pos >= n:
@@ -278,7 +296,8 @@ def _walk(data: bytes, counts: tuple[int, int, int, int], every: bool = False) -
                     raise DecodeError(
                         DecodeReason.BAD_RDATA, f"name in rdata at {start} does not fit"
                     )
-                answers.append((start, pos))
+                if len(answers) < MAX_KNOWN_ANSWERS:
+                    answers.append((start, pos))
     return _Layout(questions, answers)
 
 
@@ -310,6 +329,14 @@ def _known_answer(rr: object) -> KnownAnswer:
     )
 
 
+def _check_counts(questions: int, records: int) -> None:
+    if questions > MAX_QUESTIONS or records > MAX_RECORDS:
+        raise DecodeError(
+            DecodeReason.TOO_MANY,
+            f"{questions} questions and {records} records; at most {MAX_QUESTIONS} and {MAX_RECORDS}",
+        )
+
+
 def decode_query(data: bytes) -> Query:
     """Decode one mDNS query datagram, or raise DecodeError (and nothing else)."""
     if len(data) < HEADER_LEN:
@@ -321,11 +348,7 @@ def decode_query(data: bytes) -> Query:
         raise DecodeError(DecodeReason.BAD_OPCODE, f"opcode {(flags & OPCODE_MASK) >> 11}")
     if flags & RCODE_MASK:
         raise DecodeError(DecodeReason.BAD_RCODE, f"rcode {flags & RCODE_MASK}")
-    if qd > MAX_QUESTIONS or an + ns + ar > MAX_RECORDS:
-        raise DecodeError(
-            DecodeReason.TOO_MANY,
-            f"{qd} questions and {an + ns + ar} records; at most {MAX_QUESTIONS} and {MAX_RECORDS}",
-        )
+    _check_counts(qd, an + ns + ar)
     layout = _walk(data, (qd, an, ns, ar))
     buf = DNSBuffer(data)
     questions: list[Question] = []
@@ -400,11 +423,13 @@ def decode_records(data: bytes) -> tuple[int, tuple[KnownAnswer, ...]]:
     """(flags, records of the types we hold in every section) of any mDNS message.
 
     Used on responses (and probes' authority sections) from other hosts to notice a name of ours
-    in use (RFC 6762 §8.1, §9). Raises DecodeError only.
+    in use (RFC 6762 §8.1, §9); at most MAX_KNOWN_ANSWERS records. Raises DecodeError only.
     """
     if len(data) < HEADER_LEN:
         raise DecodeError(DecodeReason.TRUNCATED, f"{len(data)} bytes, shorter than a header")
     _id, flags, qd, an, ns, ar = struct.unpack_from("!6H", data)
+    # The same bounds as a query's: 700 small records in 8 KB took 28 ms before (issue 17).
+    _check_counts(qd, an + ns + ar)
     layout = _walk(data, (qd, an, ns, ar), every=True)
     buf = DNSBuffer(data)
     out: list[KnownAnswer] = []

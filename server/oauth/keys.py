@@ -155,8 +155,9 @@ class CodeKeys:
     def verify_form(self, token: str, nonce: str, now: float) -> tuple[str, str] | None:
         """(grant_id, username) if `token` is ours, unexpired and bound to `nonce`."""
         payload, _, mac = token.partition(".")
-        want = hmac.new(self._form_key, f"{payload}|{nonce}".encode(), hashlib.sha256).digest()
         try:
+            # Inside the try: text a peer sent may hold lone surrogates (UnicodeEncodeError).
+            want = hmac.new(self._form_key, f"{payload}|{nonce}".encode(), hashlib.sha256).digest()
             if not hmac.compare_digest(b64url_decode(mac), want):
                 return None
             data = json.loads(b64url_decode(payload))

@@ -54,6 +54,12 @@ def parse_json(request: web.Request, raw: bytes) -> Any:
         return json.loads(text)
     except RecursionError:
         raise BodyError("the JSON body is nested too deeply") from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as e:
+        # int() refuses numbers of over 4300 digits (sys.get_int_max_str_digits) with a plain
+        # ValueError, which the error table would answer with 500.
+        raise BodyError(f"a number in the JSON body is too long: {e}") from None
 
 
 async def read_form(

@@ -15,7 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.mdns.codec import (
+    MAX_KNOWN_ANSWERS,
     MAX_MESSAGE,
+    MAX_MESSAGE_LABELS,
     MAX_POINTER_HOPS,
     MAX_QUESTIONS,
     MAX_RECORDS,
@@ -25,6 +27,7 @@ from server.mdns.codec import (
     QueryDecoder,
     Question,
     decode_query,
+    decode_records,
     encode_response,
     with_id,
 )
@@ -170,6 +173,60 @@ def test_pointer_jumps_are_budgeted_per_message_not_only_per_name() -> None:
     q = decode_query(_chained_questions(MAX_QUESTIONS, chain=False))
     assert len(q.questions) == MAX_QUESTIONS
     assert q.questions[1].name == "a._imprint._tcp.local."
+
+
+# Inputs found by bench/reliability/fuzz.py (issue 17). _ROOT_PTR is a PTR record of the root
+# name pointing at the root: 12 bytes, the smallest record dnslib is handed.
+_ROOT_PTR = b"\x00\x00\x0c\x00\x01\x00\x00\x00\x78\x00\x01\x00"
+_WIDE_NAME = b"\x01a" * 127 + b"\x00"  # 255 bytes, the most labels a name may have
+
+
+def test_fuzz_found_256_smallest_known_answers_parse_only_the_first_ones() -> None:
+    """8988 bytes, header 256 answers, 748 records: 10 ms of dnslib for 256 before."""
+    data = struct.pack("!6H", 10681, 0, 0, 256, 0, 0) + _ROOT_PTR * 748
+    assert len(data) == 8988
+    q = decode_query(data)
+    assert len(q.known_answers) == MAX_KNOWN_ANSWERS
+    assert q.known_answers[0].name == "."
+    # Records past the cap are still walked: a bad one among them refuses the message.
+    assert (
+        reason_of(
+            struct.pack("!6H", 0, 0, 0, 256, 0, 0)
+            + _ROOT_PTR * 255
+            + b"\x00\x00\x0c\x00\x01\x00\x00\x00\x78\x00\x01\xc0"
+        )
+        is DecodeReason.TRUNCATED
+    )
+
+
+def test_fuzz_found_response_of_748_records_is_refused_at_its_header() -> None:
+    """decode_records had no count bound: 748 of them held the loop 14-60 ms."""
+    data = struct.pack("!6H", 33873, 0x8400, 0, 748, 0, 0) + _ROOT_PTR * 748
+    with pytest.raises(DecodeError) as info:
+        decode_records(data)
+    assert info.value.reason is DecodeReason.TOO_MANY
+    flags, records = decode_records(struct.pack("!6H", 1, 0x8400, 0, 256, 0, 0) + _ROOT_PTR * 256)
+    assert flags == 0x8400 and len(records) == MAX_KNOWN_ANSWERS
+
+
+def test_one_wide_name_named_again_and_again_by_pointers_is_refused() -> None:
+    """255 known answers whose owner and target are one pointer to a 127-label name: 3.8 KB,
+    every jump count in bounds, 280 ms of decoding before the per-message label count."""
+    ptr = b"\xc0\x0c\x00\x0c\x00\x01\x00\x00\x00\x78\x00\x02\xc0\x0c"
+    data = header(qd=1, an=255) + _WIDE_NAME + b"\x00\x0c\x00\x01" + ptr * 255
+    assert reason_of(data) is DecodeReason.TOO_MANY
+    questions = header(qd=64) + _WIDE_NAME + b"\x00\x0c\x00\x01" + b"\xc0\x0c\x00\x0c\x00\x01" * 63
+    assert reason_of(questions) is DecodeReason.TOO_MANY
+
+
+def test_labels_are_counted_per_message_up_to_the_limit() -> None:
+    def names(labels: int) -> bytes:
+        full, rest = divmod(labels, 100)
+        qs = [b"\x01a" * 100 + b"\x00"] * full + ([b"\x01a" * rest + b"\x00"] if rest else [])
+        return header(qd=len(qs)) + b"".join(n + b"\x00\x01\x00\x01" for n in qs)
+
+    assert len(decode_query(names(MAX_MESSAGE_LABELS)).questions) == 11
+    assert reason_of(names(MAX_MESSAGE_LABELS + 1)) is DecodeReason.TOO_MANY
 
 
 def test_a_datagram_over_9000_bytes_is_refused_before_it_is_walked() -> None:

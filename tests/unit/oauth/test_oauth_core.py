@@ -204,6 +204,18 @@ def test_approval_form_tokens() -> None:
     assert keys.verify_form("garbage", "n1", 999) is None
 
 
+def test_approval_form_token_with_a_lone_surrogate_is_refused_not_raised() -> None:
+    """Found by bench/reliability/fuzz.py: two bytes of a token that are not UTF-8, decoded
+    with surrogateescape as aiohttp decodes headers, raised UnicodeEncodeError."""
+    keys = CodeKeys(b"k" * 32)
+    raw = b"eyJlIjotOTIyMzM3MjAz\x02\xd4;\x84Njg1NDc3NTgwOCwiZyI6ImE0YThjMzVkIywidSI6InV1dXV1dXV1In0.uDMbFcu8APxw9bJqPYmBcxyN4NEPWb7HaqSKKuit1_Q"
+    token = raw.decode("utf-8", "surrogateescape")
+    assert "\udcd4" in token
+    assert keys.verify_form(token, "n1", 999) is None
+    good = keys.sign_form("sgn_1", "alice", expires=1000, nonce="n1")
+    assert keys.verify_form(good, "n1\udcff", 999) is None
+
+
 def test_user_codes_are_keyed_and_sealed_per_grant() -> None:
     keys = CodeKeys(b"k" * 32)
     assert keys.user_code_digest("BCDFGHJK") == keys.user_code_digest("BCDFGHJK")

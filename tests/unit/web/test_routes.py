@@ -4,6 +4,7 @@ table's check that the caller may touch the resource."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import BaseModel
 
 from server.web.errors import ApiError, json_errors
-from server.web.routes import RouteTable
+from server.web.routes import BodyError, RouteTable, parse_json
 
 
 class ThingIn(BaseModel):
@@ -126,3 +127,17 @@ def test_a_route_outside_its_sub_application_is_refused() -> None:
 
     with pytest.raises(ValueError, match="outside the sub-application /api/v1"):
         t.add_to(web.Application(), "/api/v1")
+
+
+class _JsonRequest:
+    content_type = "application/json"
+
+
+def test_parse_json_refuses_a_4301_digit_number_as_a_body_error() -> None:
+    """Found by bench/reliability/fuzz.py: int()'s 4300-digit limit raised a bare ValueError
+    (a 500), not a JSONDecodeError. 4300 digits still parse; a syntax error stays what it is."""
+    with pytest.raises(BodyError, match="4300 digits"):
+        parse_json(_JsonRequest(), b'{"exp":' + b"1" * 4301 + b',"sub":"x"}')  # type: ignore[arg-type]
+    assert parse_json(_JsonRequest(), b"[" + b"9" * 4300 + b"]") == [int("9" * 4300)]  # type: ignore[arg-type]
+    with pytest.raises(json.JSONDecodeError):
+        parse_json(_JsonRequest(), b'{"exp": 1')  # type: ignore[arg-type]
