@@ -212,7 +212,7 @@ class ProvisioningService:
                 return Redemption(verdict.outcome, verdict.message, mac, verdict.attempts_left)
             if verdict.retry:
                 # The first success's response never reached the device: the same code from
-                # the same address gets new credentials, and the unseen ones stop working.
+                # the same address got new credentials above, and the unseen ones stop working.
                 await tx.audit(
                     actor,
                     row.tenant_id,
@@ -221,37 +221,31 @@ class ProvisioningService:
                     None,
                     {"state": DeviceState.AWAITING_SIGN_IN.value, "source": source},
                 )
-                return Redemption(
-                    Outcome.SUCCESS,
-                    f"Provisioned to {row.tenant_name}.",
+            else:
+                await set_state(
+                    tx,
                     mac,
-                    tenant=Tenant(row.tenant_id, row.tenant_name, ""),
-                    device_id=row.device_id,
-                    client_secret=secret,
+                    DeviceEvent.PROVISION,
+                    also={
+                        "client_secret_hash": token_digest(secret),
+                        "provisioned_at": now,
+                        "provisioned_from": source,
+                    },
                 )
-            await set_state(
-                tx,
-                mac,
-                DeviceEvent.PROVISION,
-                also={
-                    "client_secret_hash": token_digest(secret),
-                    "provisioned_at": now,
-                    "provisioned_from": source,
-                },
-            )
-            await tx.audit(
-                actor,
-                row.tenant_id,
-                "provision.success",
-                mac,
-                {"state": DeviceState.AWAITING_ACTIVATION.value},
-                {
-                    "state": DeviceState.AWAITING_SIGN_IN.value,
-                    "source": source,
-                    **({"warning": verdict.warning} if verdict.warning else {}),
-                },
-            )
-        await self._changed([mac])
+                await tx.audit(
+                    actor,
+                    row.tenant_id,
+                    "provision.success",
+                    mac,
+                    {"state": DeviceState.AWAITING_ACTIVATION.value},
+                    {
+                        "state": DeviceState.AWAITING_SIGN_IN.value,
+                        "source": source,
+                        **({"warning": verdict.warning} if verdict.warning else {}),
+                    },
+                )
+        if not verdict.retry:  # a retry changes no state the MAC index holds
+            await self._changed([mac])
         return Redemption(
             Outcome.SUCCESS,
             f"Provisioned to {row.tenant_name}.",

@@ -129,14 +129,14 @@ class _GatedHandler(web.RequestHandler):
         refused = limits.gate.admit(source)
         if refused is not None:
             limits.refused.inc(refused)
+            total = refused == "total"
             limits.notes.warning(
-                f"refused-{refused}",
-                "HTTP connection from %s refused: %s",
+                refused,
+                "HTTP connection from %s refused: %d open %s ([http] %s)",
                 source,
-                f"{limits.gate.max_total} connections open ([http] max_connections)"
-                if refused == "total"
-                else f"{limits.gate.max_per_source} open from this address "
-                "([http] max_connections_per_source)",
+                limits.gate.max_total if total else limits.gate.max_per_source,
+                "in all" if total else "from this address",
+                "max_connections" if total else "max_connections_per_source",
             )
             cast(asyncio.Transport, transport).abort()
             return
