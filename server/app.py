@@ -446,6 +446,8 @@ async def _start_mdns_link(
         metrics=svc.metrics,
         rate=s.rate_per_source,
         burst=s.burst_per_source,
+        datagram_rate=s.datagrams_per_source,
+        datagram_burst=s.datagram_burst_per_source,
         link=iface or "",
     )
     server = await start_mdns(

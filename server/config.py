@@ -332,6 +332,13 @@ class MdnsSettings(_Section):
         default=1.0, gt=0, description="mDNS queries per second answered for one source address"
     )
     burst_per_source: float = Field(default=8, ge=1)
+    datagrams_per_source: float = Field(
+        default=100.0,
+        gt=0,
+        description="mDNS datagrams per second read from one source address, of any kind, "
+        "before decoding; past it (and its burst) they are dropped undecoded",
+    )
+    datagram_burst_per_source: float = Field(default=200, ge=1)
 
     @field_validator("service")
     @classmethod

@@ -24,6 +24,8 @@ from server.mdns.responder import MDNS_PORT, Ignore, Network, ReplyKind, Respond
 from server.registry.model import DeviceView
 
 INTERNAL_ERROR = "MDNS_INTERNAL_ERROR"
+# More datagrams from one source than `[mdns] datagrams_per_source` allows: dropped undecoded.
+SOURCE_FLOOD = "MDNS_SOURCE_FLOOD"
 
 Send = tuple[bytes, tuple[str, int]]
 
@@ -41,6 +43,8 @@ class MdnsService:
         metrics: Registry,
         rate: float = 1.0,
         burst: float = 8.0,
+        datagram_rate: float = 100.0,
+        datagram_burst: float = 200.0,
         max_sources: int = 4096,
         cache_size: int = 128,
         max_goodbye_peers: int = 1024,
@@ -59,6 +63,10 @@ class MdnsService:
             cache_size=cache_size,
         )
         self._decoder = QueryDecoder()
+        # Every datagram from one source, before it is decoded: the cheap bound on what one
+        # host makes us parse (a busy host's own mDNS chatter is a few datagrams a second;
+        # `rate` above limits only the queries for our service, after decoding).
+        self._datagrams = TokenBuckets(datagram_rate, datagram_burst, max_sources)
         self._log = logger or logging.getLogger("imprint.mdns")
         # MACs whose queries are logged at INFO (the trace list, `imprint trace MAC`).
         self.trace: frozenset[str] = frozenset()
@@ -147,6 +155,9 @@ class MdnsService:
     def _handle(
         self, data: bytes, ip: str, port: int, now: float, frame_mac: str | None, jitter: float
     ) -> tuple[float, list[Send]]:
+        if not self._datagrams.allow(ip.split("%", 1)[0], now):
+            self.dropped.inc(SOURCE_FLOOD)
+            return 0.0, []
         try:
             query = self._decoder.decode(data)
         except DecodeError as e:

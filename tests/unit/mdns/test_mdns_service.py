@@ -293,3 +293,18 @@ def test_the_summary_counts_decisions_by_reason_and_an_idle_interval_logs_nothin
         "mDNS on eth0 last 60 s: 3 queries: answer IMP_REGISTERED 2, ignore IMP_UNREGISTERED 1"
     )
     assert record.decisions == {"answer IMP_REGISTERED": 2, "ignore IMP_UNREGISTERED": 1}  # type: ignore[attr-defined]
+
+
+def test_a_source_past_its_datagram_budget_is_dropped_before_decoding() -> None:
+    svc, reg, _ = make(datagram_rate=10.0, datagram_burst=5.0)
+    loop_packet = bytes(4) + b"\x00\x01" + bytes(6) + b"\xc0\x0c\x00\x0c\x00\x01"
+    for _ in range(8):
+        assert svc.handle(loop_packet, ("198.18.77.12", 5353), 0.0) == []
+    dropped = "imprint_mdns_packets_dropped_total"
+    # Five were decoded (and refused for their loop); the other three were never read.
+    assert counter(reg, dropped, "MDNS_POINTER_LOOP") == 5
+    assert counter(reg, dropped, "MDNS_SOURCE_FLOOD") == 3
+    # Another host is not held back by the flooder, nor is the flooder after its bucket refills.
+    assert svc.handle(DIG[2], (DIG[0], DIG[1]), now=0.0) != []
+    assert svc.handle(loop_packet, ("198.18.77.12", 5353), 0.1) == []
+    assert counter(reg, dropped, "MDNS_POINTER_LOOP") == 6
