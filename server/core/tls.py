@@ -64,7 +64,7 @@ def ensure_self_signed(
     key_file = state_dir / "imprint-tls.key"
     if cert_file.exists() and key_file.exists():
         return CertInfo(cert_file, key_file, fingerprint(cert_file.read_bytes()), True)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
     now = now or dt.datetime.now(dt.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     alt: list[x509.GeneralName] = []

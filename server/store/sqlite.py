@@ -14,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import json
+import logging
+import os
 import sqlite3
+import stat
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +30,31 @@ from server.dhcp.pool import Lease, LeaseState
 from server.registry.discovered import SeenDevice
 from server.registry.model import Device, DeviceState, Tenant
 from server.store.base import Conflict
+
+log = logging.getLogger("imprint.store")
+
+# A new state directory and database file: the database holds hashed codes and tokens, secrets
+# kept as hashes and the audit log, so it is the owner's alone (SQLite gives the -wal and -shm
+# files the database file's mode); the directory lets the owner's group list it (backups).
+STATE_DIR_MODE = 0o750
+DB_FILE_MODE = 0o600
+
+
+def prepare_db_file(path: Path) -> None:
+    """Create `path`'s directory (0750) and an empty database file (0600) if missing; warn
+    when an existing one can be read by others, naming the command that fixes it."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=STATE_DIR_MODE)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_FILE_MODE))
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o007:
+            log.warning(
+                "store: %s can be read or written by any user (mode %04o); it holds the "
+                "registry, hashed codes and tokens and the audit log: chmod 600 %s",
+                path, mode, path,
+            )  # fmt: skip
 
 _DEVICE_COLS = (
     "d.mac, d.tenant_id, d.location, d.state, d.created_at, d.updated_at, d.device_id, "
@@ -221,7 +249,7 @@ class SqliteStore:
 
     async def open(self) -> None:
         """Open both connections, switch to WAL and apply pending migrations."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_db_file(self.path)
         self._writer = await self._connect()
         try:
             async with self._writer.execute("PRAGMA journal_mode = WAL") as cur:
