@@ -34,14 +34,14 @@ from server.store.base import Conflict
 log = logging.getLogger("imprint.store")
 
 # A new state directory and database file: the database holds hashed codes and tokens, secrets
-# kept as hashes and the audit log, so it is the owner's alone (SQLite gives the -wal and -shm
-# files the database file's mode); the directory lets the owner's group list it (backups).
+# kept as hashes and the audit log: the owner writes it, its group (backups) may read it, no one
+# else (SQLite gives the -wal and -shm files the database file's mode).
 STATE_DIR_MODE = 0o750
-DB_FILE_MODE = 0o600
+DB_FILE_MODE = 0o640
 
 
 def prepare_db_file(path: Path) -> None:
-    """Create `path`'s directory (0750) and an empty database file (0600) if missing; warn
+    """Create `path`'s directory (0750) and an empty database file (0640) if missing; warn
     when an existing one can be read by others, naming the command that fixes it."""
     if not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=STATE_DIR_MODE)
@@ -52,7 +52,7 @@ def prepare_db_file(path: Path) -> None:
         if mode & 0o007:
             log.warning(
                 "store: %s can be read or written by any user (mode %04o); it holds the "
-                "registry, hashed codes and tokens and the audit log: chmod 600 %s",
+                "registry, hashed codes and tokens and the audit log: chmod 640 %s",
                 path, mode, path,
             )  # fmt: skip
 

