@@ -60,6 +60,8 @@ DHCP_PORT = 67
 VALID_MDNS_RATE = 0.8
 # Valid INFORMs per second from h1 (the server's per-MAC limits do not apply to INFORM acks).
 VALID_DHCP_RATE = 200.0
+# /healthz is first asked this long with no traffic: what one ask costs the client, for scale.
+IDLE_HEALTHZ_S = 2.0
 
 # -- hostile DHCP ------------------------------------------------------------------------------
 
@@ -352,6 +354,8 @@ class FloodLab:
             before_lag = lag_buckets(before_metrics.samples)
             rss_before = rss_kb(pid)
             log_before = srv.log()
+            with HealthzSampler(self._healthz) as idle:  # the same asks with no traffic
+                time.sleep(IDLE_HEALTHZ_S)
             valid = self._start_valid(flood.seconds, macs_file)
             with HealthzSampler(self._healthz) as health:
                 attacker = self.tp.popen_python(
@@ -392,6 +396,7 @@ class FloodLab:
             "dhcp_valid": f"{dhcp_valid['received']}/{dhcp_valid['sent']}",
             "mdns_valid": f"{sum(int(m['answered']) for m in mdns_valid)}"
             f"/{sum(int(m['sent']) for m in mdns_valid)}",
+            "healthz_idle_p50_ms": idle.p50_ms,
             "healthz_requests": len(health.times_ms),
             "healthz_misses": health.misses,
             "healthz_max_ms": round(max(health.times_ms), 1) if health.times_ms else None,
