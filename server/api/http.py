@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,7 +17,7 @@ from server import __version__
 from server.core.metrics import Counter
 from server.registry.csvio import CsvError, parse_upload
 from server.registry.model import Device, DeviceState, Tenant, iso
-from server.registry.service import Principal, Registry
+from server.registry.service import IMPORT_MODES, Principal, Registry
 from server.store.base import Invalid
 from server.web.downloads import export_download, template_download
 from server.web.errors import ApiError, json_errors
@@ -109,10 +109,24 @@ class CodeOut(BaseModel):
     expires_at: str
 
 
+class ImportChangeOut(BaseModel):
+    row: int = Field(description="line in the file (header = 1)")
+    mac: str
+    action: Literal["create", "update"]
+    before: str | None = Field(default=None, description="the location before (update only)")
+    location: str
+
+
 class ImportResult(BaseModel):
     dry_run: bool
+    mode: Literal["create", "update", "upsert"]
     rows: int = Field(description="device rows in the file")
-    created: int
+    created: int = Field(description="devices registered (in a dry run: that would be)")
+    updated: int = Field(description="devices whose location changed (would change)")
+    unchanged: int = Field(description="rows naming a device already as the row says")
+    changes: list[ImportChangeOut] = Field(
+        description="dry run only: the first 1,000 rows that change something, in file order"
+    )
 
 
 class AuditOut(BaseModel):
@@ -369,7 +383,17 @@ async def export_csv(request: web.Request, tenant: str) -> web.Response:
     summary="Import devices from a CSV file",
     tag="devices",
     body="text/csv",
-    params=(T, Param("dry_run", "query", {"type": "boolean", "default": False}, "validate only")),
+    params=(
+        T,
+        Param("dry_run", "query", {"type": "boolean", "default": False}, "validate only"),
+        Param(
+            "mode",
+            "query",
+            {"type": "string", "enum": list(IMPORT_MODES), "default": "create"},
+            "create: new MACs only; update: change the location of this tenant's MACs; "
+            "upsert: either, per row",
+        ),
+    ),
     responses={
         200: ("validated (dry run)", ImportResult),
         201: ("imported", ImportResult),
@@ -380,6 +404,12 @@ async def export_csv(request: web.Request, tenant: str) -> web.Response:
 async def import_devices(request: web.Request, tenant: str) -> web.Response:
     principal = who(request)
     dry_run = bool_query(request, "dry_run")
+    mode = request.query.get("mode") or "create"
+    if mode not in IMPORT_MODES:
+        raise ApiError(
+            400, "bad_request", f"query parameter 'mode' must be one of "
+            f"{', '.join(IMPORT_MODES)}, got {mode!r}",
+        )  # fmt: skip
     await reg(request).get_tenant(principal, tenant)  # 404 before reading a large body
     data = await request.read()
     try:
@@ -388,13 +418,23 @@ async def import_devices(request: web.Request, tenant: str) -> web.Response:
         _count_import_rows(request, "invalid", len({r.row for r in e.errors}))
         raise ApiError(422, "invalid_csv", str(e), [r.as_dict() for r in e.errors]) from None
     try:
-        created = await reg(request).import_devices(principal, tenant, rows, dry_run=dry_run)
+        plan = await reg(request).import_devices(
+            principal, tenant, rows, mode=mode, dry_run=dry_run
+        )
     except Invalid as e:
         _count_import_rows(request, "invalid", len(e.details))
         raise
     _count_import_rows(request, "dry_run" if dry_run else "imported", len(rows))
     return web.json_response(
-        {"dry_run": dry_run, "rows": len(rows), "created": 0 if dry_run else created},
+        {
+            "dry_run": dry_run,
+            "mode": mode,
+            "rows": plan.rows,
+            "created": len(plan.created),
+            "updated": len(plan.updated),
+            "unchanged": plan.unchanged,
+            "changes": plan.changes() if dry_run else [],
+        },
         status=200 if dry_run else 201,
     )
 

@@ -12,6 +12,7 @@ from server.cli.common import Cli, Commands, table
 from server.config import Settings
 from server.registry.csvio import CsvError, parse_upload, write_export
 from server.registry.model import DeviceState
+from server.registry.service import IMPORT_MODES
 
 
 def _progress(done: int, total: int) -> None:
@@ -96,9 +97,19 @@ async def cmd_devices_import(s: Settings, a: argparse.Namespace) -> int:
         return 1
     cli = Cli(s)
     async with cli as reg:
-        n = await reg.import_devices(cli.who, a.tenant, rows, dry_run=a.dry_run, progress=_progress)
+        plan = await reg.import_devices(
+            cli.who, a.tenant, rows, mode=a.mode, dry_run=a.dry_run, progress=_progress
+        )
+    if a.dry_run:
+        for change in plan.changes(limit=a.show):
+            before = f" (was {change['before']!r})" if change["action"] == "update" else ""
+            print(f"  row {change['row']}: {change['action']} {change['mac']} "
+                  f"at {change['location']!r}{before}")  # fmt: skip
+    changed = len(plan.created) + len(plan.updated)
     print(
-        f"{'checked' if a.dry_run else 'imported'} {n} device(s){' (dry run: nothing stored)' if a.dry_run else ''}"
+        f"{'checked' if a.dry_run else 'imported'} {changed} device(s): {len(plan.created)} "
+        f"registered, {len(plan.updated)} moved, {plan.unchanged} unchanged"
+        f"{' (dry run: nothing stored)' if a.dry_run else ''}"
     )
     return 0
 
@@ -142,7 +153,19 @@ def register(commands: Commands) -> None:
         "import", cmd_devices_import, "register devices from a CSV file (all rows or none)"
     )
     sp.add_argument("--tenant", required=True)
-    sp.add_argument("--dry-run", action="store_true", help="validate only; store nothing")
+    sp.add_argument(
+        "--dry-run", action="store_true", help="check and list what would change; store nothing"
+    )
+    sp.add_argument(
+        "--mode",
+        choices=IMPORT_MODES,
+        default="create",
+        help="create: new MACs only (default); update: change the location of registered MACs; "
+        "upsert: either, per row",
+    )
+    sp.add_argument(
+        "--show", type=int, default=20, help="with --dry-run: list this many changes (default 20)"
+    )
     sp.add_argument(
         "file", help="CSV made from the template (header 'MAC ID,Location'); '-' for stdin"
     )

@@ -66,6 +66,54 @@ class ImportRow:
     location: str
 
 
+ImportMode = Literal["create", "update", "upsert"]
+IMPORT_MODES: tuple[ImportMode, ...] = ("create", "update", "upsert")
+
+
+@dataclass(frozen=True, slots=True)
+class ImportChange:
+    """A row of an update or upsert that moves a registered device to a new location."""
+
+    row: int
+    mac: str
+    before: str
+    after: str
+    state: DeviceState
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """What an import does (or, in a dry run, would do): rows created, updated and unchanged."""
+
+    mode: ImportMode
+    created: list[ImportRow]
+    updated: list[ImportChange]
+    unchanged: int
+
+    @property
+    def rows(self) -> int:
+        return len(self.created) + len(self.updated) + self.unchanged
+
+    def changes(self, limit: int = 1000) -> list[dict[str, object]]:
+        """The first `limit` rows that change something, in file order, for a dry run's answer."""
+        out: list[dict[str, object]] = [
+            {"row": r.row, "mac": r.mac, "action": "create", "location": r.location}
+            for r in self.created[:limit]
+        ]
+        out += [
+            {
+                "row": c.row,
+                "mac": c.mac,
+                "action": "update",
+                "before": c.before,
+                "location": c.after,
+            }
+            for c in self.updated[:limit]
+        ]
+        out.sort(key=lambda c: int(str(c["row"])))
+        return out[:limit]
+
+
 @dataclass(frozen=True, slots=True)
 class ExportRow:
     mac: str
@@ -382,31 +430,28 @@ class Registry:
         tenant_id: str,
         rows: Sequence[ImportRow],
         *,
+        mode: ImportMode = "create",
         dry_run: bool = False,
         progress: Callable[[int, int], None] | None = None,
-    ) -> int:
-        """Register every row in one transaction, or none: raises Invalid listing each bad row."""
+    ) -> ImportPlan:
+        """Apply every row in one transaction, or none; raises Invalid listing each bad row.
+
+        `create` registers new MACs only; `update` changes the location of MACs this tenant has
+        (a row whose location is the same changes nothing, so an export uploaded again is a
+        no-op); `upsert` does either per row. A dry run returns the same plan and stores nothing.
+        """
+        if mode not in IMPORT_MODES:
+            raise Invalid(f"mode must be one of {', '.join(IMPORT_MODES)}, not {mode!r}")
         tenant = await self._tenant(who, tenant_id)
-        existing = await self.store.existing_macs([r.mac for r in rows])
-        if existing:
-            details = [
-                {
-                    "row": r.row,
-                    "column": "MAC ID",
-                    "value": r.mac,
-                    "message": "this MAC is already registered; remove the row or delete the device first",
-                }
-                for r in rows
-                if r.mac in existing
-            ]
-            raise Invalid(f"{len(details)} row(s) name MACs that are already registered", details)
-        if dry_run or not rows:
-            return len(rows)
+        plan = await self._plan_import(tenant_id, rows, mode)
+        if dry_run or not (plan.created or plan.updated):
+            return plan
         now = self.now()
-        total = len(rows)
+        total = len(plan.created) + len(plan.updated)
+        done = 0
         async with self._transaction(now) as tx:
-            for start in range(0, total, _IMPORT_CHUNK):
-                chunk = rows[start : start + _IMPORT_CHUNK]
+            for start in range(0, len(plan.created), _IMPORT_CHUNK):
+                chunk = plan.created[start : start + _IMPORT_CHUNK]
                 await db.insert_devices(
                     tx,
                     tenant_id,
@@ -423,21 +468,81 @@ class Registry:
                     )
                     for r in chunk
                 )
+                done += len(chunk)
                 if progress:
-                    progress(min(start + _IMPORT_CHUNK, total), total)
+                    progress(done, total)
+            for start in range(0, len(plan.updated), _IMPORT_CHUNK):
+                changes = plan.updated[start : start + _IMPORT_CHUNK]
+                await db.set_locations(
+                    tx, tenant_id, [(c.mac, c.before or "", c.after) for c in changes]
+                )
+                await tx.audit_many(
+                    (
+                        who.actor,
+                        tenant_id,
+                        "device.update",
+                        c.mac,
+                        {"location": c.before},
+                        {"location": c.after, "row": c.row},
+                    )
+                    for c in changes
+                )
+                done += len(changes)
+                if progress:
+                    progress(done, total)
         # The index learns the rows a chunk at a time, yielding between chunks: 100,000 at once
         # held the event loop (which DHCP and mDNS share) for 0.12 s.
-        for start in range(0, total, _IMPORT_CHUNK):
-            self._apply(
-                [
-                    DeviceView(
-                        r.mac, tenant_id, tenant.name, DeviceState.AWAITING_ACTIVATION, r.location
-                    )
-                    for r in rows[start : start + _IMPORT_CHUNK]
-                ]
-            )
+        views = [
+            DeviceView(r.mac, tenant_id, tenant.name, DeviceState.AWAITING_ACTIVATION, r.location)
+            for r in plan.created
+        ] + [DeviceView(c.mac, tenant_id, tenant.name, c.state, c.after) for c in plan.updated]
+        for start in range(0, len(views), _IMPORT_CHUNK):
+            self._apply(views[start : start + _IMPORT_CHUNK])
             await asyncio.sleep(0)
-        return total
+        return plan
+
+    async def _plan_import(
+        self, tenant_id: str, rows: Sequence[ImportRow], mode: ImportMode
+    ) -> ImportPlan:
+        """What `rows` would do in `mode`, or Invalid naming every row that cannot be applied."""
+        existing = await self.store.existing_macs([r.mac for r in rows])
+        ours = (
+            await self.store.devices_in(tenant_id, [r.mac for r in rows if r.mac in existing])
+            if existing and mode != "create"
+            else {}
+        )
+        details: list[dict[str, object]] = []
+        created: list[ImportRow] = []
+        updated: list[ImportChange] = []
+        unchanged = 0
+
+        def refuse(r: ImportRow, message: str) -> None:
+            details.append({"row": r.row, "column": "MAC ID", "value": r.mac, "message": message})
+
+        for r in rows:
+            device = ours.get(r.mac)
+            if r.mac not in existing:
+                if mode == "update":
+                    refuse(r, f"this MAC is not registered in {tenant_id}; use mode upsert to "
+                           "register it, or remove the row")  # fmt: skip
+                else:
+                    created.append(r)
+            elif mode == "create":
+                refuse(r, "this MAC is already registered; remove the row, delete the device "
+                       "first, or use mode update or upsert")  # fmt: skip
+            elif device is None:
+                refuse(r, "this MAC is registered to another tenant; remove the row")
+            elif device.location == r.location:
+                unchanged += 1
+            else:
+                updated.append(
+                    ImportChange(r.row, r.mac, device.location, r.location, device.state)
+                )
+        if details:
+            verb = {"create": "are already registered", "update": "cannot be updated",
+                    "upsert": "belong to another tenant"}[mode]  # fmt: skip
+            raise Invalid(f"{len(details)} row(s) name MACs that {verb}", details)
+        return ImportPlan(mode, created, updated, unchanged)
 
     # ---- verification codes ------------------------------------------------------------------
 
@@ -617,6 +722,10 @@ __all__ = [
     "Registry",
     "Principal",
     "ImportRow",
+    "ImportChange",
+    "ImportMode",
+    "ImportPlan",
+    "IMPORT_MODES",
     "IssuedCode",
     "ExportRow",
     "Redemption",

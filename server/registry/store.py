@@ -75,6 +75,34 @@ async def set_location(tx: Tx, mac: str, tenant_id: str, location: str) -> None:
     await tx.mark_changed([mac])
 
 
+async def set_locations(tx: Tx, tenant_id: str, changes: Sequence[tuple[str, str, str]]) -> None:
+    """Move many devices of `tenant_id` to new locations: (mac, expected old, new) each.
+
+    All or none: when any device is gone or no longer at its expected location (another writer
+    got there first), raises Conflict and the caller's transaction stores nothing.
+    """
+    for i in range(0, len(changes), 500):
+        chunk = changes[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        current = dict(
+            await tx.fetchall(
+                f"SELECT mac, location FROM devices WHERE tenant_id = ? AND mac IN ({marks})",
+                [tenant_id, *(mac for mac, _old, _new in chunk)],
+            )
+        )
+        moved = [mac for mac, old, _new in chunk if current.get(mac) != old]
+        if moved:
+            raise Conflict(
+                f"{len(moved)} device(s) changed or were deleted while this import ran "
+                f"(first: {moved[0]}); nothing was stored: upload the file again"
+            )
+    await tx.executemany(
+        "UPDATE devices SET location = ?, updated_at = ? WHERE mac = ? AND tenant_id = ?",
+        [(new, tx.now, mac, tenant_id) for mac, _old, new in changes],
+    )
+    await tx.mark_changed([mac for mac, _old, _new in changes])
+
+
 async def delete_device(tx: Tx, mac: str, tenant_id: str) -> None:
     """Delete the device (its code and grants go with it: ON DELETE CASCADE)."""
     await tx.execute("DELETE FROM devices WHERE mac = ? AND tenant_id = ?", (mac, tenant_id))
@@ -146,6 +174,7 @@ __all__ = [
     "insert_device",
     "insert_devices",
     "set_location",
+    "set_locations",
     "delete_device",
     "set_state",
     "insert_token",

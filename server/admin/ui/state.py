@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from server.core.ratelimit import FailureLimiter
-from server.registry.service import ImportRow
+from server.registry.service import ImportMode, ImportRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,7 @@ class PendingUpload:
     filename: str
     rows: tuple[ImportRow, ...]
     created: float
+    mode: ImportMode = "create"
 
 
 class PendingUploads:

@@ -11,7 +11,7 @@ from server.admin.ui import common
 from server.admin.ui.state import UI, PendingUpload
 from server.registry.csvio import CsvError, RowError, parse_upload
 from server.registry.model import DeviceState
-from server.registry.service import ImportRow
+from server.registry.service import IMPORT_MODES, ImportMode, ImportPlan, ImportRow
 from server.store.base import Conflict, Invalid
 
 
@@ -23,19 +23,29 @@ async def upload_preview(request: web.Request) -> web.Response:
         return await common.provision_form(
             request, tenant, status=422, upload_error="Choose a CSV file to upload."
         )
+    raw_mode = common.form_text(common.posted_form(request), "mode", 10) or "create"
+    mode: ImportMode = "create"
+    for known in IMPORT_MODES:
+        if raw_mode == known:
+            mode = known
+    if raw_mode != mode:
+        return await common.provision_form(
+            request, tenant, status=422, upload_error="Choose what to do with registered MACs."
+        )
     data = await asyncio.to_thread(upload.file.read)
     filename = (upload.filename or "upload.csv")[:200]
     errors: list[RowError] = []
     message = ""
     rows: list[ImportRow] = []
+    plan: ImportPlan | None = None
     try:
         rows = await asyncio.to_thread(parse_upload, data)
-        await common.registry_of(request).import_devices(
-            common.principal_of(request), tenant.id, rows, dry_run=True
+        plan = await common.registry_of(request).import_devices(
+            common.principal_of(request), tenant.id, rows, mode=mode, dry_run=True
         )
     except CsvError as e:
         message, errors = str(e), e.errors
-    except Invalid as e:  # MACs registered already
+    except Invalid as e:  # MACs registered already (or not, in update mode)
         message = str(e)
         errors = [
             RowError(
@@ -46,7 +56,7 @@ async def upload_preview(request: web.Request) -> web.Response:
             )
             for d in e.details
         ]
-    if message:
+    if message or plan is None:
         return await common.render(
             request,
             "preview.html",
@@ -70,6 +80,7 @@ async def upload_preview(request: web.Request) -> web.Response:
         filename,
         tuple(rows),
         asyncio.get_running_loop().time(),
+        mode,
     )
     request.app[UI].uploads.put(pending, pending.created)
     return await common.render(
@@ -84,6 +95,8 @@ async def upload_preview(request: web.Request) -> web.Response:
             "errors": [],
             "rows": rows[: common.PREVIEW_ROWS],
             "count": len(rows),
+            "plan": plan,
+            "changes": plan.changes(common.PREVIEW_ROWS),
             "upload_id": pending.id,
         },
     )
@@ -106,8 +119,8 @@ async def upload_confirm(request: web.Request) -> web.Response:
             upload_error="This preview has expired or was already imported. Upload the file again.",
         )
     try:
-        n = await common.registry_of(request).import_devices(
-            common.principal_of(request), tenant.id, pending.rows
+        plan = await common.registry_of(request).import_devices(
+            common.principal_of(request), tenant.id, pending.rows, mode=pending.mode
         )
     except (Invalid, Conflict) as e:
         return await common.provision_form(
@@ -116,7 +129,13 @@ async def upload_confirm(request: web.Request) -> web.Response:
             status=409,
             upload_error=f"Nothing was imported: {e}. Upload the file again to see which rows.",
         )
-    common.add_flash(request, "ok", f"Imported {n:,} device(s) from {pending.filename}.")
+    common.add_flash(
+        request,
+        "ok",
+        f"Imported {len(plan.created) + len(plan.updated):,} device(s) from {pending.filename}"
+        f" ({len(plan.created):,} registered, {len(plan.updated):,} moved, "
+        f"{plan.unchanged:,} unchanged).",
+    )
     return common.see_other(
         common.tenant_url(tenant.id, "devices", tab=DeviceState.AWAITING_ACTIVATION.value)
     )

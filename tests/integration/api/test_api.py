@@ -137,7 +137,7 @@ async def test_import_reports_every_bad_row_and_stores_nothing(api: Api) -> None
             "row": 3,
             "column": "MAC ID",
             "value": MAC3,
-            "message": "this MAC is already registered; remove the row or delete the device first",
+            "message": "this MAC is already registered; remove the row, delete the device first, or use mode update or upsert",
         }
     ]
     status, body = await api.call("GET", "/api/v1/tenants/contoso/devices")
@@ -150,7 +150,18 @@ async def test_import_dry_run_stores_nothing(api: Api) -> None:
     status, body = await api.call(
         "POST", "/api/v1/tenants/contoso/devices/import?dry_run=true", data=data
     )
-    assert status == 200 and body == {"dry_run": True, "rows": 2, "created": 0}
+    assert status == 200 and body == {
+        "dry_run": True,
+        "mode": "create",
+        "rows": 2,
+        "created": 2,
+        "updated": 0,
+        "unchanged": 0,
+        "changes": [
+            {"row": 2, "mac": MAC1, "action": "create", "location": "a"},
+            {"row": 3, "mac": MAC2, "action": "create", "location": "b"},
+        ],
+    }
     assert (await api.call("GET", "/api/v1/tenants/contoso/devices"))[1]["count"] == 0
     status, body = await api.call("POST", "/api/v1/tenants/contoso/devices/import", data=data)
     assert status == 201 and body["created"] == 2
