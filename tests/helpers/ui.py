@@ -76,9 +76,11 @@ class UiClient:
         return page
 
 
-def csv_form(content: bytes, filename: str = "devices.csv") -> FormData:
+def csv_form(content: bytes, filename: str = "devices.csv", mode: str | None = None) -> FormData:
     form = FormData()
     form.add_field("file", content, filename=filename, content_type="text/csv")
+    if mode is not None:
+        form.add_field("mode", mode)
     return form
 
 

@@ -497,3 +497,34 @@ def test_admins_cli_creates_lists_and_disables(tmp_path: Path) -> None:
     assert lines["ops"][1:3] == ["operator", "active"]  # no tenant: an empty column
     hashes = db_snapshot(settings.store.path)["admins"]
     assert all(h[1].startswith("$argon2id$") and PASSWORD not in h[1] for h in hashes)
+
+
+async def test_csv_upload_in_update_mode_previews_the_moves_and_applies_only_them(
+    api: Api, ui: UiClient
+) -> None:
+    await ui.login("ops", PASSWORD)
+    await api.registry.add_device(OP, "contoso", "02:00:5e:00:03:01", "Room 1")
+    await api.registry.add_device(OP, "contoso", "02:00:5e:00:03:02", "Room 2")
+    edited = b"MAC ID,Location\n02:00:5e:00:03:01,Room 1\n02:00:5e:00:03:02,Lobby\n"
+    before = db_snapshot(api.settings.store.path)["devices"]
+    page = await ui.post(
+        "/ui/tenants/contoso/provision/preview", csv_form(edited, "edited.csv", mode="update")
+    )
+    assert page.status == 200, page.text
+    assert re.search(r"<strong>0</strong> device\(s\) will be registered, <strong>1</strong> "
+                     r"moved to a new location and <strong>1</strong> left", page.text)  # fmt: skip
+    assert rows_of(page.text) == ["02:00:5e:00:03:02"] and "move from Room 2" in page.text
+    assert db_snapshot(api.settings.store.path)["devices"] == before  # preview stores nothing
+    upload_id = re.search(r'name="upload_id" value="([^"]+)"', page.text)
+    assert upload_id
+    page = await ui.post("/ui/tenants/contoso/provision/confirm", {"upload_id": upload_id.group(1)})
+    assert page.status == 303
+    listing = await ui.get(page.location)
+    assert "Imported 1 device(s) from edited.csv (0 registered, 1 moved, 1 unchanged)" in (
+        listing.text
+    )
+    device = await api.registry.get_device(OP, "contoso", "02:00:5e:00:03:02")
+    assert device.location == "Lobby"
+    # The same file in the default mode names both rows as registered already.
+    page = await ui.post("/ui/tenants/contoso/provision/preview", csv_form(edited))
+    assert page.status == 422 and re.findall(r"<tr><td>(\d+)</td>", page.text) == ["2", "3"]
