@@ -1,5 +1,5 @@
-"""Running and operating the server: `imprint serve`, `check-config`, `discovered`, `trace`,
-`db backup`."""
+"""Running and operating the server: `imprint serve`, `check-config`, `config-reference`,
+`discovered`, `trace`, `db backup`."""
 
 from __future__ import annotations
 
@@ -62,6 +62,13 @@ async def cmd_check_config(s: Settings, a: argparse.Namespace) -> int:
     )
     for line in report:
         print(line)
+    return 0
+
+
+async def cmd_config_reference(s: Settings, a: argparse.Namespace) -> int:
+    from server.config_reference import render_reference
+
+    sys.stdout.write(render_reference())
     return 0
 
 
@@ -200,6 +207,12 @@ def register_server(commands: Commands) -> None:
         "check-config",
         cmd_check_config,
         "validate the configuration and exit (non-zero on error)",
+    )
+    commands.add(
+        "config-reference",
+        cmd_config_reference,
+        "print the configuration reference (every key, type, default, environment variable) "
+        "as Markdown, as in docs/configuration.md",
     )
 
 

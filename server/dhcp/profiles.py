@@ -50,8 +50,45 @@ _LIST_ENCODINGS = frozenset({Encoding.URI_LIST_16, Encoding.DNS_LABELS, Encoding
 # Options the responder owns: a profile cannot set them (RFC 2131 §4.3.1 table 3, RFC 3046, 6842).
 RESERVED_CODES = frozenset({0, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 61, 82, 255})
 _LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
-_PROFILE_KEYS = ("name", "match", "match_kind", "options")
-_OPTION_KEYS = ("code", "encoding", "value")
+# The keys of one [[dhcp.profiles]] table and of one of its options: (type, default, meaning),
+# for the generated configuration reference; the parsers below allow exactly these.
+PROFILE_KEY_DOCS: dict[str, tuple[str, str, str]] = {
+    "name": ("string", "required", "unique name, shown in logs, check-config and the admin UI"),
+    "match": (
+        "string",
+        'required, except with match_kind = "any"',
+        "vendor class (option 60) text to match, case-sensitive; with requested an option code",
+    ),
+    "match_kind": (
+        '"exact" | "prefix" | "requested" | "any"',
+        '"exact"',
+        "exact/prefix: option 60 equals/starts with match; requested: option 55 lists the code "
+        "match; any: every client (a default: put it last)",
+    ),
+    "options": ("list of tables", "required", "the options sent (at least one), keys below"),
+}
+OPTION_KEY_DOCS: dict[str, tuple[str, str, str]] = {
+    "code": (
+        "integer, 1-254",
+        "required",
+        f"DHCP option code (not {sorted(RESERVED_CODES - {0, 255})})",
+    ),
+    "encoding": (
+        " | ".join(f'"{e.value}"' for e in Encoding),
+        '"text"',
+        "how the value becomes octets: text (UTF-8), ipv4-list, uri-list-16 (RFC 8572), "
+        "sub-options (code, length, text), dns-labels (RFC 1035), sip-servers (RFC 3361), hex",
+    ),
+    "value": (
+        "template, list of templates, or table",
+        "required",
+        "the value; templates may use "
+        + " ".join("{" + p + "}" for p in PLACEHOLDERS)
+        + "; a list for the list encodings; a table {sub-code = template} for sub-options",
+    ),
+}
+_PROFILE_KEYS = tuple(PROFILE_KEY_DOCS)
+_OPTION_KEYS = tuple(OPTION_KEY_DOCS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,3 +554,4 @@ class ProfileTable:
             if entry.profile.matches(vendor_class, prl):
                 return entry
         return None
+
