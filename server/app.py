@@ -39,6 +39,7 @@ from server.dhcp.responder import Mode
 from server.dhcp.service import DhcpService
 from server.dhcp.trace import TraceWatcher, trace_file
 from server.dhcp.transport import DhcpServer, start_dhcp
+from server.hostcheck import check_host
 from server.mdns.neighbours import (
     KernelNeighbours,
     NeighbourResolver,
@@ -558,6 +559,8 @@ async def serve(
     # waits that long. 1 ms instead of the default 5 ms: measured with 100,000 devices, the
     # worst /healthz latency during bulk codes fell from 0.08-0.10 s to 0.06 s.
     sys.setswitchinterval(0.001)
+    # The interfaces and listen addresses the config names exist here (check-config asks alike).
+    check_host(settings)
     cert = resolve_certificate(settings)
     if cert is None:
         log.warning(

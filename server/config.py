@@ -43,20 +43,55 @@ class _Section(BaseModel):
 
 
 class StoreSettings(_Section):
-    path: Path = Field(default=Path("imprint.db"), description="SQLite database file")
-    busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
+    """Where the state lives: the SQLite database, with the code key and the certificate."""
+
+    path: Path = Field(
+        default=Path("imprint.db"),
+        description="SQLite database file (WAL mode); the code key file and the self-signed "
+        "TLS certificate are kept in the same folder. Relative to the config file's folder",
+    )
+    busy_timeout_ms: int = Field(
+        default=5000,
+        ge=0,
+        le=600_000,
+        description="milliseconds a write waits for another writer (the CLI, a backup) to "
+        "finish before it fails as busy",
+    )
     poll_interval_s: float = Field(
-        default=1.0, gt=0, le=60, description="how often to pick up changes made by the CLI"
+        default=1.0,
+        gt=0,
+        le=60,
+        description="seconds between the server's looks for changes made by the CLI (devices, "
+        "codes, tokens); a CLI change is live within this long",
     )
 
 
 class HttpSettings(_Section):
-    host: str = "0.0.0.0"
-    port: int = Field(default=8443, ge=0, le=65535)
-    public_url: str | None = Field(
-        default=None, description="URL devices and admins use; derived from host/port if unset"
+    """The HTTPS listener: provisioning, OAuth, the REST API, the web UI and /metrics, and what
+    one connection may hold."""
+
+    host: str = Field(
+        default="0.0.0.0",
+        description="address the HTTPS listener binds: 0.0.0.0 (or ::) for every address, or "
+        "one address of this host",
     )
-    max_upload_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    port: int = Field(
+        default=8443,
+        ge=0,
+        le=65535,
+        description="TCP port of the REST API, provisioning, OAuth and the web UI (below 1024 "
+        "needs CAP_NET_BIND_SERVICE; 0: any free port)",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="URL devices and admins use (sent in DHCP options and mDNS records); "
+        "derived from host/port if unset",
+    )
+    max_upload_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="largest request body in bytes (e.g. a CSV import); larger ones get 413",
+    )
     # What one connection may hold (nginx's client_header_timeout / keepalive_timeout /
     # limit_conn): see server/web/limits.py.
     head_timeout_s: float = Field(
@@ -71,8 +106,19 @@ class HttpSettings(_Section):
         le=3600,
         description="seconds an idle keep-alive connection (or a later half-sent head) is kept",
     )
-    max_connections: int = Field(default=1024, ge=1, le=1_000_000)
-    max_connections_per_source: int = Field(default=256, ge=1, le=1_000_000)
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="connections open at once; one more is closed on arrival (the open-files "
+        "limit is raised to fit)",
+    )
+    max_connections_per_source: int = Field(
+        default=256,
+        ge=1,
+        le=1_000_000,
+        description="connections open at once from one source address; at most max_connections",
+    )
 
     @field_validator("public_url")
     @classmethod
@@ -92,9 +138,21 @@ class HttpSettings(_Section):
 
 
 class TlsSettings(_Section):
-    enabled: bool = True
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    """The certificate HTTPS serves; its SHA-256 fingerprint is advertised to devices."""
+
+    enabled: bool = Field(
+        default=True,
+        description="serve HTTPS; false serves plain HTTP with a warning (codes and credentials "
+        "then cross the network in clear text: lab only)",
+    )
+    cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) to serve; unset: a self-signed one is made at "
+        "first start next to the store. Give key_file with it",
+    )
+    key_file: Path | None = Field(
+        default=None, description="PEM private key of cert_file; give both or neither"
+    )
 
     @model_validator(mode="after")
     def _pair(self) -> TlsSettings:
@@ -151,12 +209,20 @@ LINK_KEYS = ("interface", "mode", "server_ip", "subnets")
 class DhcpLink(_Section):
     """One link (an interface, e.g. a VLAN sub-interface) served with its own mode and subnets."""
 
-    interface: str | None = Field(default=None, description="e.g. eth0.100")
-    mode: DhcpMode = "inform"
+    interface: str | None = Field(
+        default=None,
+        description="the link's network interface, e.g. eth0.100 (required; must exist on this "
+        "host)",
+    )
+    mode: DhcpMode = Field(default="inform", description="this link's mode, as [dhcp] mode")
     server_ip: str | None = Field(
         default=None, description="server identifier on this link; default the interface's address"
     )
-    subnets: SubnetTables = ()
+    subnets: SubnetTables = Field(
+        default=(),
+        description="this link's [[dhcp.links.subnets]] tables (keys as [[dhcp.subnets]]); "
+        "full mode needs at least one",
+    )
 
     _server_ip = field_validator("server_ip")(_ipv4_server_id)
 
@@ -166,26 +232,83 @@ class DhcpLink(_Section):
 
 
 class DhcpSettings(_Section):
-    enabled: bool = False
-    mode: DhcpMode = "inform"
-    interface: str | None = None
-    host: str = "0.0.0.0"
-    port: int = Field(default=67, ge=0, le=65535)
-    client_port: int = Field(default=68, ge=1, le=65535, description="lab knob: replies' port")
+    """The DHCP responder: on one interface with the keys below, or on several links with
+    [[dhcp.links]] tables."""
+
+    enabled: bool = Field(default=False, description="run the DHCP responder")
+    mode: DhcpMode = Field(
+        default="inform",
+        description="inform: answer DHCPINFORM beside the site's DHCP server; proxy: options in "
+        "OFFER/ACK without an address; full: lease addresses from [[dhcp.subnets]] (only to "
+        "registered MACs)",
+    )
+    interface: str | None = Field(
+        default=None,
+        description="network interface to serve (SO_BINDTODEVICE; must exist on this host); "
+        "unset: every interface, and server_ip must be given",
+    )
+    host: str = Field(
+        default="0.0.0.0",
+        description="address the DHCP socket binds; keep 0.0.0.0 to receive broadcasts",
+    )
+    port: int = Field(
+        default=67,
+        ge=0,
+        le=65535,
+        description="UDP port requests arrive on (67; below 1024 needs CAP_NET_BIND_SERVICE)",
+    )
+    client_port: int = Field(
+        default=68,
+        ge=1,
+        le=65535,
+        description="UDP port replies are sent to on clients (68; a lab knob)",
+    )
     server_ip: str | None = Field(
         default=None, description="server identifier (option 54); defaults to the interface address"
     )
-    queue_size: int = Field(default=4096, ge=1, description="datagrams waiting; more are shed")
-    workers: int = Field(default=8, ge=1, le=256)
-    server_port: int = Field(default=67, ge=1, le=65535, description="lab knob: relays' port")
-    builtin_profiles: bool = Field(default=True, description="use the built-in vendor profiles")
-    discovered_max: int = Field(default=10_000, ge=1, description="unregistered MACs remembered")
+    queue_size: int = Field(
+        default=4096,
+        ge=1,
+        description="full mode: datagrams held while their replies wait for a lease commit; "
+        "past queue_size + workers they are shed before decoding (DHCP_QUEUE_FULL)",
+    )
+    workers: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="full mode: lease commits in flight at once; adds to the queue_size budget",
+    )
+    server_port: int = Field(
+        default=67,
+        ge=1,
+        le=65535,
+        description="UDP port replies are sent to on relays (67; a lab knob)",
+    )
+    builtin_profiles: bool = Field(
+        default=True,
+        description="after the [[dhcp.profiles]], try the built-in vendor profiles (ms-uc-client, "
+        "polycom, yealink, cisco-ip-phone, onie, sztp, generic); see `imprint check-config "
+        "--profiles`",
+    )
+    discovered_max: int = Field(
+        default=10_000,
+        ge=1,
+        description="unregistered MACs remembered for `imprint discovered`; past it a MAC seen "
+        "only once is forgotten first (a flood of spoofed MACs costs bounded memory)",
+    )
     probe_other_servers: bool = Field(
         default=True,
         description="full mode: refuse to start if another DHCP server answers on the interface",
     )
-    subnets: SubnetTables = ()
-    profiles: ProfileTables = ()
+    subnets: SubnetTables = Field(
+        default=(),
+        description="[[dhcp.subnets]] tables: the pools full mode leases from (see below)",
+    )
+    profiles: ProfileTables = Field(
+        default=(),
+        description="[[dhcp.profiles]] tables: which clients get which options, tried in order "
+        "before the built-ins (see below)",
+    )
     links: list[DhcpLink] = Field(
         default_factory=list,
         description="several links at once ([[dhcp.links]] tables: interface, mode, server_ip, "
@@ -291,18 +414,41 @@ class DhcpSettings(_Section):
 
 
 class MdnsSettings(_Section):
-    enabled: bool = False
-    interface: str | None = Field(default=None, description="one link; same as interfaces = [it]")
+    """The mDNS / DNS-SD responder: answers registered devices' queries for the service."""
+
+    enabled: bool = Field(default=False, description="run the mDNS / DNS-SD responder")
+    interface: str | None = Field(
+        default=None,
+        description="one link (must exist on this host); same as interfaces = [it]; 'lo' is the "
+        "lab mode",
+    )
     interfaces: list[str] = Field(
         default_factory=list,
         description="links to answer on, e.g. VLAN sub-interfaces ['eth0.100', 'eth0.200']: each "
         "answers with its own addresses, only the queries that came in on it",
     )
-    service: str = "_imprint._tcp"
-    host: str = "0.0.0.0"
-    port: int = Field(default=5353, ge=0, le=65535)
-    instance_name: str = "Imprint"
-    hostname: str | None = None
+    service: str = Field(
+        default="_imprint._tcp",
+        description="DNS-SD service type answered, '_name._tcp' or '_name._udp' ('.local.' "
+        "implied)",
+    )
+    host: str = Field(
+        default="0.0.0.0",
+        description="address the mDNS socket binds; keep 0.0.0.0 to receive multicast queries",
+    )
+    port: int = Field(
+        default=5353, ge=0, le=65535, description="UDP port queries arrive on (5353; a lab knob)"
+    )
+    instance_name: str = Field(
+        default="Imprint",
+        description="DNS-SD instance name (1-63 bytes of UTF-8); on a conflict ' (2)' etc. is "
+        "added",
+    )
+    hostname: str | None = Field(
+        default=None,
+        description="host label of the SRV target (<hostname>.local.); default "
+        "imprint-<this host's name>",
+    )
     static_neighbours: dict[str, str] = Field(
         default_factory=dict, description="lab: source IP -> MAC where there is no L2 to learn from"
     )
@@ -331,14 +477,24 @@ class MdnsSettings(_Section):
     rate_per_source: float = Field(
         default=1.0, gt=0, description="mDNS queries per second answered for one source address"
     )
-    burst_per_source: float = Field(default=8, ge=1)
+    burst_per_source: float = Field(
+        default=8,
+        ge=1,
+        description="mDNS queries one source may have answered at once above rate_per_source "
+        "(token bucket size)",
+    )
     datagrams_per_source: float = Field(
         default=100.0,
         gt=0,
         description="mDNS datagrams per second read from one source address, of any kind, "
         "before decoding; past it (and its burst) they are dropped undecoded",
     )
-    datagram_burst_per_source: float = Field(default=200, ge=1)
+    datagram_burst_per_source: float = Field(
+        default=200,
+        ge=1,
+        description="mDNS datagrams one source may send at once above datagrams_per_source "
+        "(token bucket size)",
+    )
 
     @field_validator("service")
     @classmethod
@@ -375,18 +531,39 @@ class MdnsSettings(_Section):
 
 
 class CodesSettings(_Section):
-    ttl_hours: float = Field(default=24, gt=0, le=24 * 30)
-    max_attempts: int = Field(default=5, ge=1, le=100)
+    """Verification codes: how long they last and how many wrong entries lock a device."""
+
+    ttl_hours: float = Field(
+        default=24,
+        gt=0,
+        le=24 * 30,
+        description="hours a verification code is valid after it is generated",
+    )
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="wrong code entries before the device is locked and needs a new code",
+    )
     key_file: Path | None = Field(
-        default=None, description="secret key outside the database; default next to the store"
+        default=None,
+        description="secret key that seals the codes, kept outside the database (back it up "
+        "with it); default imprint-codes.key next to the store",
     )
 
 
 class ProvisionSettings(_Section):
+    """Code entry by devices (POST /provision): rate limits and address checks."""
+
     rate_per_source: float = Field(
         default=2.0, gt=0, description="code entries per second allowed from one source address"
     )
-    burst_per_source: float = Field(default=10, ge=1)
+    burst_per_source: float = Field(
+        default=10,
+        ge=1,
+        description="code entries one source may make at once above rate_per_source (token "
+        "bucket size)",
+    )
     require_dhcp_match: bool = Field(
         default=False,
         description="refuse a redemption from an address other than the one DHCP saw the MAC at",
@@ -404,19 +581,19 @@ class OAuthSettings(_Section):
     """Remote sign-in (RFC 8628 device authorization grant) and the tokens it issues."""
 
     device_code_ttl_s: int = Field(
-        default=900, ge=60, le=3600, description="how long a device/user code pair is valid"
+        default=900, ge=60, le=3600, description="seconds a device/user code pair is valid"
     )
     interval_s: int = Field(
         default=5, ge=1, le=60, description="minimum seconds between a device's token polls"
     )
     access_token_ttl_s: int = Field(
-        default=3600, ge=60, le=86400, description="access token (JWT) lifetime"
+        default=3600, ge=60, le=86400, description="seconds an access token (JWT) is valid"
     )
     refresh_token_ttl_s: int = Field(
         default=30 * 86400,
         ge=3600,
         le=365 * 86400,
-        description="refresh token lifetime; each refresh starts a new one (rotation)",
+        description="seconds a refresh token is valid; each refresh starts a new one (rotation)",
     )
     audience: str | None = Field(
         default=None, description="access tokens' `aud` claim; defaults to the public URL"
@@ -428,8 +605,14 @@ class LogSettings(_Section):
     reason), the first sighting of each unregistered MAC, and every decision about the MACs in
     the trace list (`imprint trace MAC`); each decision about everyone is a DEBUG line."""
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    format: Literal["human", "json"] = "human"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="least severe log level written (serve; other commands: WARNING)",
+    )
+    format: Literal["human", "json"] = Field(
+        default="human",
+        description="human: one readable line per event; json: one JSON object per line",
+    )
     summary_interval_s: float = Field(
         default=60,
         ge=0,
@@ -455,7 +638,10 @@ class Settings(BaseSettings):
     provision: ProvisionSettings = ProvisionSettings()
     oauth: OAuthSettings = OAuthSettings()
     log: LogSettings = LogSettings()
-    config_file: Path | None = None
+    config_file: Path | None = Field(
+        default=None,
+        description="set by load_settings to the file read (not a key of the file)",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -484,7 +670,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
         loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see configs/lab.toml for every key)"
+            msg = "unknown key (check the spelling; docs/configuration.md lists every key)"
         if e["type"] == "value_error":
             msg = msg.removeprefix("Value error, ")
             if msg.startswith(loc):

@@ -1,10 +1,11 @@
-"""Running and operating the server: `imprint serve`, `check-config`, `discovered`, `trace`,
-`db backup`."""
+"""Running and operating the server: `imprint serve`, `check-config`, `config-reference`,
+`discovered`, `trace`, `db backup`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,11 +24,16 @@ async def cmd_serve(s: Settings, a: argparse.Namespace) -> int:
 
 async def cmd_check_config(s: Settings, a: argparse.Namespace) -> int:
     from server.app import dhcp_server_ip, endpoint_for, public_url
+    from server.dhcp.profiles import ProfileTable, describe_profiles
+    from server.hostcheck import check_host, configured_addresses, configured_interfaces
 
+    if not a.no_host_checks:
+        check_host(s)  # what `imprint serve` checks first, with the same message
     url = public_url(s)
     report: list[str] = []
+    shown: list[str] = []  # --profiles
+    fingerprint = FINGERPRINT_STAND_IN if s.tls.enabled else ""
     if s.dhcp.enabled:
-        fingerprint = FINGERPRINT_STAND_IN if s.tls.enabled else ""
         several = len(s.dhcp.served_links()) > 1
         for link in s.dhcp.served_links():
             on = f" on {link.interface} ({link.mode})" if several else ""
@@ -48,20 +54,71 @@ async def cmd_check_config(s: Settings, a: argparse.Namespace) -> int:
                     f"router {sub.router or 'none'}, "
                     f"dns {', '.join(str(d) for d in sub.dns) or 'none'}, lease {sub.lease_time} s"
                 )
+            if a.profiles:
+                shown += [
+                    f"DHCP options{on} sent per profile (server id {config.server_ip}):",
+                    *describe_profiles(profiles),
+                ]
         names = ", ".join(e.profile.name for e in profiles.entries) or "none"
         report.append(f"DHCP profiles (tried in order): {names}")
         report += [f"warning: {w}" for w in profiles.warnings]
+    elif a.profiles:
+        # DHCP is off, so serve renders nothing: what the profiles would send is shown, and a
+        # profile that does not render is a note here (serve would refuse it once enabled).
+        try:
+            table = ProfileTable(
+                s.dhcp.profiles,
+                endpoint_for(url, fingerprint),
+                s.dhcp.server_ip or "0.0.0.0",
+                builtins=s.dhcp.builtin_profiles,
+            )
+        except ValueError as e:
+            shown.append(f"note: DHCP is off; with it on, serve would refuse this: {e}")
+        else:
+            shown += [
+                f"DHCP is off; with it on, these options would be sent per profile "
+                f"(server id {s.dhcp.server_ip or '0.0.0.0'}):",
+                *describe_profiles(table),
+                *(f"warning: {w}" for w in table.warnings),
+            ]
+    if shown and fingerprint:
+        shown.append(
+            "({fingerprint} is shown as 64 zeros: the certificate's SHA-256 is put in when "
+            "`imprint serve` starts)"
+        )
     modes = ", ".join(
         f"{lk.interface}: {lk.mode}" if s.dhcp.links else lk.mode for lk in s.dhcp.served_links()
     )
+    overrides = sorted(k.upper() for k in os.environ if k.upper().startswith("IMPRINT_"))
+    env = f", with {', '.join(overrides)} from the environment" if overrides else ""
+    if s.config_file is None:
+        checked = f"no file given (--config FILE), so only the defaults{env} were checked"
+    else:
+        checked = f"{s.config_file}{env}"
+    print(f"configuration OK: {checked}")
     print(
-        f"configuration OK: store {s.store.path}, HTTP {s.http.host}:{s.http.port} "
+        f"store {s.store.path}, HTTP {s.http.host}:{s.http.port} "
         f"({'TLS' if s.tls.enabled else 'plain HTTP'}), public URL {url}, "
         f"DHCP {'on (' + modes + ')' if s.dhcp.enabled else 'off'}, "
         f"mDNS {'on' if s.mdns.enabled else 'off'}"
     )
-    for line in report:
+    if a.no_host_checks:
+        print(
+            "this host was not checked (--no-host-checks): interfaces and addresses may not exist"
+        )
+    else:
+        named = [f"{n} ({k})" for k, n in configured_interfaces(s)]
+        named += [f"{h} ({k})" for k, h in configured_addresses(s)]
+        print(f"this host has every interface and address named: {', '.join(named)}")
+    for line in report + shown:
         print(line)
+    return 0
+
+
+async def cmd_config_reference(s: Settings, a: argparse.Namespace) -> int:
+    from server.config_reference import render_reference
+
+    sys.stdout.write(render_reference())
     return 0
 
 
@@ -196,10 +253,28 @@ def register_server(commands: Commands) -> None:
         action="store_true",
         help="full mode: start even if another DHCP server answers on the interface",
     )
-    commands.add(
+    sp = commands.add(
         "check-config",
         cmd_check_config,
-        "validate the configuration and exit (non-zero on error)",
+        "validate the configuration, and that this host has its interfaces and listen "
+        "addresses, then exit (2 on error)",
+    )
+    sp.add_argument(
+        "--profiles",
+        action="store_true",
+        help="also show the DHCP options each vendor profile sends (code, name, hex, decoded)",
+    )
+    sp.add_argument(
+        "--no-host-checks",
+        action="store_true",
+        help="check the file only, not that this host has its interfaces and addresses "
+        "(for a config written for another host)",
+    )
+    commands.add(
+        "config-reference",
+        cmd_config_reference,
+        "print the configuration reference (every key, type, default, environment variable) "
+        "as Markdown, as in docs/configuration.md",
     )
 
 

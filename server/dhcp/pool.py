@@ -111,8 +111,29 @@ class Subnet:
         return self.pool_lo <= ip <= self.pool_hi
 
 
-SUBNET_KEYS = ("subnet", "pool", "router", "dns", "lease_time")
 MAX_LEASE_TIME = 7 * 86400  # a week: long enough for any site, short enough to recover addresses
+# The keys of one [[dhcp.subnets]] table: (type, default, meaning), for the generated
+# configuration reference (server/config_reference.py); the parser below allows exactly these.
+SUBNET_KEY_DOCS: dict[str, tuple[str, str, str]] = {
+    "subnet": ("IPv4 network", "required", "the subnet, e.g. 198.18.77.0/24"),
+    "pool": (
+        "address range",
+        "required",
+        "addresses leased, 'first-last' inside the subnet (not its network or broadcast address)",
+    ),
+    "router": (
+        "IPv4 address",
+        "none",
+        "default gateway (option 3); inside the subnet, outside the pool",
+    ),
+    "dns": ("list of IPv4 addresses", "[]", "DNS servers (option 6); outside the pool"),
+    "lease_time": (
+        "integer, 60-604800",
+        "3600",
+        "seconds a lease lasts (option 51); renewals at half of it",
+    ),
+}
+SUBNET_KEYS = tuple(SUBNET_KEY_DOCS)
 
 
 def subnet_from_mapping(d: Mapping[str, Any], where: str = "dhcp.subnets") -> Subnet:

@@ -50,8 +50,45 @@ _LIST_ENCODINGS = frozenset({Encoding.URI_LIST_16, Encoding.DNS_LABELS, Encoding
 # Options the responder owns: a profile cannot set them (RFC 2131 §4.3.1 table 3, RFC 3046, 6842).
 RESERVED_CODES = frozenset({0, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 61, 82, 255})
 _LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
-_PROFILE_KEYS = ("name", "match", "match_kind", "options")
-_OPTION_KEYS = ("code", "encoding", "value")
+# The keys of one [[dhcp.profiles]] table and of one of its options: (type, default, meaning),
+# for the generated configuration reference; the parsers below allow exactly these.
+PROFILE_KEY_DOCS: dict[str, tuple[str, str, str]] = {
+    "name": ("string", "required", "unique name, shown in logs, check-config and the admin UI"),
+    "match": (
+        "string",
+        'required, except with match_kind = "any"',
+        "vendor class (option 60) text to match, case-sensitive; with requested an option code",
+    ),
+    "match_kind": (
+        '"exact" | "prefix" | "requested" | "any"',
+        '"exact"',
+        "exact/prefix: option 60 equals/starts with match; requested: option 55 lists the code "
+        "match; any: every client (a default: put it last)",
+    ),
+    "options": ("list of tables", "required", "the options sent (at least one), keys below"),
+}
+OPTION_KEY_DOCS: dict[str, tuple[str, str, str]] = {
+    "code": (
+        "integer, 1-254",
+        "required",
+        f"DHCP option code (not {sorted(RESERVED_CODES - {0, 255})})",
+    ),
+    "encoding": (
+        " | ".join(f'"{e.value}"' for e in Encoding),
+        '"text"',
+        "how the value becomes octets: text (UTF-8), ipv4-list, uri-list-16 (RFC 8572), "
+        "sub-options (code, length, text), dns-labels (RFC 1035), sip-servers (RFC 3361), hex",
+    ),
+    "value": (
+        "template, list of templates, or table",
+        "required",
+        "the value; templates may use "
+        + " ".join("{" + p + "}" for p in PLACEHOLDERS)
+        + "; a list for the list encodings; a table {sub-code = template} for sub-options",
+    ),
+}
+_PROFILE_KEYS = tuple(PROFILE_KEY_DOCS)
+_OPTION_KEYS = tuple(OPTION_KEY_DOCS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,3 +554,109 @@ class ProfileTable:
             if entry.profile.matches(vendor_class, prl):
                 return entry
         return None
+
+
+# --- describing what a profile sends (check-config --profiles) -----------------------------
+
+OPTION_NAMES: Mapping[int, str] = {
+    43: "vendor-encapsulated-options",
+    66: "tftp-server-name",
+    67: "bootfile-name",
+    72: "www-server",
+    114: "captive-portal URL (RFC 8910); ONIE's default installer URL",
+    120: "sip-servers (RFC 3361)",
+    125: "vendor-identifying vendor-specific information",
+    143: "sztp-redirect (RFC 8572)",
+    150: "tftp-server-address (Cisco)",
+    160: "provisioning server URL (Polycom)",
+}
+
+
+def option_name(code: int) -> str:
+    """A short name of a DHCP option a profile may send, for people reading check-config."""
+    if code in OPTION_NAMES:
+        return OPTION_NAMES[code]
+    if 224 <= code <= 254:
+        return "site-specific (RFC 3942)"
+    return "(no name known here)"
+
+
+def _read_labels(raw: bytes, i: int) -> tuple[str, int]:
+    labels: list[str] = []
+    while i < len(raw) and raw[i] != 0:
+        n = raw[i]
+        labels.append(raw[i + 1 : i + 1 + n].decode("ascii", "replace"))
+        i += 1 + n
+    return ".".join(labels), i + 1
+
+
+def decode_option(encoding: Encoding, raw: bytes) -> str:
+    """The octets of one rendered option read back per its encoding (the inverse of
+    render_option), as one line of text."""
+    if encoding is Encoding.TEXT:
+        return repr(raw.decode("utf-8", "replace"))
+    if encoding is Encoding.HEX:
+        return raw.hex(" ")
+    if encoding is Encoding.IPV4_LIST:
+        return ", ".join(str(ipaddress.IPv4Address(raw[i : i + 4])) for i in range(0, len(raw), 4))
+    if encoding is Encoding.URI_LIST_16:
+        uris: list[str] = []
+        i = 0
+        while i + 2 <= len(raw):
+            n = int.from_bytes(raw[i : i + 2], "big")
+            uris.append(repr(raw[i + 2 : i + 2 + n].decode("utf-8", "replace")))
+            i += 2 + n
+        return ", ".join(uris)
+    if encoding is Encoding.SUB_OPTIONS:
+        subs: list[str] = []
+        i = 0
+        while i + 2 <= len(raw):
+            sub, n = raw[i], raw[i + 1]
+            subs.append(f"{sub}={raw[i + 2 : i + 2 + n].decode('utf-8', 'replace')!r}")
+            i += 2 + n
+        return " ".join(subs)
+    if encoding is Encoding.DNS_LABELS:
+        names: list[str] = []
+        i = 0
+        while i < len(raw):
+            name, i = _read_labels(raw, i)
+            names.append(name)
+        return ", ".join(names)
+    # SIP_SERVERS: RFC 3361 §3, encoding byte 0 (names) or 1 (addresses).
+    if raw[:1] == b"\x01":
+        return "addresses " + decode_option(Encoding.IPV4_LIST, raw[1:])
+    return "names " + decode_option(Encoding.DNS_LABELS, raw[1:])
+
+
+def describe_match(p: VendorProfile) -> str:
+    """Which clients a profile applies to, in words."""
+    if p.match_kind is MatchKind.EXACT:
+        return f"vendor class (option 60) is {p.match!r}"
+    if p.match_kind is MatchKind.PREFIX:
+        return f"vendor class (option 60) starts with {p.match!r}"
+    if p.match_kind is MatchKind.REQUESTED:
+        return f"option 55 asks for option {p.match}"
+    return "every client no earlier profile matched"
+
+
+def describe_profiles(table: ProfileTable) -> list[str]:
+    """Every profile of `table` in the order they are tried, each option it sends: code, name,
+    encoding, the octets in hex and read back."""
+    site = {id(p) for p in table.site_profiles}
+    lines: list[str] = []
+    for entry in table.entries:
+        p = entry.profile
+        kind = "site" if id(p) in site else "built-in"
+        lines.append(f"profile {p.name} ({kind}; {describe_match(p)}):")
+        specs = {spec.code: spec for spec in p.options}
+        for spec in p.options:
+            if spec.code not in entry.options:
+                lines.append(
+                    f"  option {spec.code} {option_name(spec.code)}: not sent (renders empty, or left out: see the warnings)"
+                )
+        for code, raw in entry.options.items():
+            enc = specs[code].encoding
+            lines.append(f"  option {code} {option_name(code)} ({enc.value}, {len(raw)} octets)")
+            lines.append(f"    hex:     {raw.hex(' ')}")
+            lines.append(f"    decoded: {decode_option(enc, raw)}")
+    return lines

@@ -3,7 +3,8 @@ set of rules, so one accepts exactly what the other accepts.
 
 Both commands run for real (the `imprint` console script, as subprocesses): every example config
 under configs/ passes check-config, which reports the subnets and profiles it built; a set of bad
-configs is refused by check-config and by serve with the same message, naming the key to fix.
+configs (this host's missing interfaces and addresses among them) is refused by check-config and
+by serve with the same message, naming the key to fix.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 from server.config import load_settings
 from server.dhcp.pool import Subnet
 from server.dhcp.profiles import BUILTIN_PROFILE_DATA, VendorProfile
+from server.hostcheck import configured_interfaces, interface_names
 from tests.helpers.server import imprint_argv
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -74,9 +76,19 @@ def test_every_example_config_passes_and_reports_what_it_built(path: Path) -> No
         assert f"{subnet.pool_first}-{subnet.pool_last}" == table["pool"]
     assert all(isinstance(p, VendorProfile) for p in settings.dhcp.profiles)
 
-    done = imprint(path, "check-config")
+    # The examples are written for a site's host (eth1, eth0.100, ...): the file alone is checked
+    # here, and on this host only where it has those interfaces.
+    done = imprint(path, "check-config", "--no-host-checks")
     assert done.returncode == 0, done.stderr
     assert "configuration OK" in done.stdout
+    here = imprint(path, "check-config")
+    missing = [(k, n) for k, n in configured_interfaces(settings) if n not in interface_names()]
+    if missing:
+        assert here.returncode == 2, here.stdout
+        for key, name in missing:
+            assert f"{key}: there is no interface {name!r} on this host" in here.stderr
+    else:
+        assert here.returncode == 0, here.stderr
     if not settings.dhcp.enabled:
         return
     for table in dhcp.get("subnets", []):
@@ -167,6 +179,17 @@ BAD: list[tuple[str, str, str]] = [
     ("profile-duplicate-name", SUBNET + PROFILE + PROFILE, "dhcp.profiles[acme]"),
     # Neither [dhcp] server_ip nor an interface to take it from: refused on any host.
     ("no-server-address", NO_SERVER_IP + SUBNET, "dhcp.server_ip: not set"),
+    # This host's state: an interface it does not have, an address that is not its own.
+    (
+        "no-such-interface",
+        'interface = "imprint-none0"\n' + SUBNET,
+        "dhcp.interface: there is no interface 'imprint-none0' on this host",
+    ),
+    (
+        "listen-address-not-here",
+        SUBNET + '\n[mdns]\nenabled = true\nhost = "203.0.113.77"\n',
+        "mdns.host: 203.0.113.77 is not an address of this host",
+    ),
     # Render-time: the public URL's host is a name, which an ipv4-list option cannot carry.
     (
         "profile-cannot-render",
