@@ -1,5 +1,5 @@
-"""GET /api/v1/leases and a device's last sighting, after real DHCP exchanges: the whole app in
-full mode over a real SQLite file, a relay socket on loopback standing in for the LAN."""
+"""GET /api/v1/leases, the Leases page and a device's last sighting, after real DHCP exchanges:
+the whole app in full mode over a real SQLite file, a relay socket on loopback for the LAN."""
 
 from __future__ import annotations
 
@@ -17,13 +17,16 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from server.app import build_app
 from server.dhcp.pool import Lease, LeaseState
+from server.registry.service import Principal
 from server.web.keys import SERVICES
 from tests.helpers.app import Api, Clock, lab_settings
 from tests.helpers.dhcp import relayed_dora
 from tests.helpers.proc import free_port
+from tests.helpers.ui import UiClient
 
 MAC_A, MAC_B = "02:00:5e:00:0a:01", "02:00:5e:00:0b:01"
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+PASSWORD = "correct horse battery staple"
 
 
 @dataclass
@@ -221,3 +224,46 @@ async def test_the_document_describes_leases_and_last_seen(api: Api) -> None:
         "source",
         "mac_from",
     }
+
+
+async def test_the_leases_page_and_device_page_show_them_to_the_tenant_only(full: Full) -> None:
+    api = full.api
+    await _tenants(api)
+    svc = api.client.app[SERVICES]
+    assert svc.admin is not None
+    await svc.admin.create_admin("test", "alice", PASSWORD, "admin", "a")
+    ip_a = await full.dora(MAC_A)
+    await full.dora(MAC_B)
+    alice = UiClient(str(api.client.make_url("/")))
+    try:
+        assert (await alice.login("alice", PASSWORD)).status == 303
+        page = await alice.get("/ui/tenants/a/leases")
+        assert page.status == 200
+        assert ip_a in page.text and MAC_A in page.text and "Room 1" in page.text
+        assert MAC_B not in page.text and "Lobby" not in page.text
+        assert 'href="/ui/tenants/a/leases" aria-current="page"' in page.text
+        page = await alice.get("/ui/tenants/a/leases?state=released")
+        assert page.status == 200 and "No leases in state released" in page.text
+        assert (await alice.get("/ui/tenants/b/leases")).status == 404
+        page = await alice.get(f"/ui/tenants/a/devices/{MAC_A}")
+        assert page.status == 200
+        for text in ("Last seen", ip_a, "MS-UC-Client", "its DHCP request", "127.0.0.1"):
+            assert text in page.text, text
+    finally:
+        await alice.close()
+
+
+async def test_the_leases_page_says_why_there_are_none_without_full_mode(api: Api) -> None:
+    svc = api.client.app[SERVICES]
+    await api.registry.create_tenant(Principal("test", "operator"), "a", "A")
+    assert svc.admin is not None
+    await svc.admin.create_admin("test", "ops", PASSWORD, "operator", None)
+    ops = UiClient(str(api.client.make_url("/")))
+    try:
+        await ops.login("ops", PASSWORD)
+        page = await ops.get("/ui/tenants/a/leases")
+        assert page.status == 200 and "[dhcp] enabled = false" in page.text
+        page = await ops.get("/ui/tenants/a/devices")
+        assert 'href="/ui/tenants/a/leases"' in page.text  # in the navigation
+    finally:
+        await ops.close()
