@@ -450,6 +450,7 @@ async def _start_mdns_link(
         datagram_rate=s.datagrams_per_source,
         datagram_burst=s.datagram_burst_per_source,
         link=iface or "",
+        sightings=svc.sightings,
     )
     server = await start_mdns(
         service,

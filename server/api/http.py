@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server import __version__
 from server.core.metrics import Counter
+from server.dhcp.leaseview import STATES as LEASE_STATES
+from server.dhcp.leaseview import ShownLease, full_mode_off
+from server.provisioning.sightings import LastSeen
+from server.registry import leases as lease_list
 from server.registry.csvio import CsvError, parse_upload
 from server.registry.model import Device, DeviceState, Tenant, iso
 from server.registry.service import IMPORT_MODES, Principal, Registry
@@ -85,6 +89,24 @@ class DeviceOut(BaseModel):
     updated_at: str
     code_expires_at: str | None = None
     signed_in_user: str | None = None
+
+
+class LastSeenOut(BaseModel):
+    at: str = Field(description="when (UTC): the last DHCP ACK to it, or mDNS answer")
+    ip: str = Field(description="the address it used then ('' if the reply did not say)")
+    vendor_class: str = Field(description="DHCP option 60 as sent ('' if it never sent one)")
+    interface: str = Field(description="the link it was seen on")
+    source: str = Field(description="dhcp or mdns")
+    mac_from: str = Field(
+        description="how its MAC was known: chaddr (the DHCP request), or for mDNS frame, "
+        "static, neighbour (the kernel's table) or lease (its DHCP address)"
+    )
+
+
+class DeviceDetailOut(DeviceOut):
+    last_seen: LastSeenOut | None = Field(
+        description="its latest sighting since this server started; null if none"
+    )
 
 
 class DeviceList(BaseModel):
@@ -158,6 +180,54 @@ class DiscoveredOut(BaseModel):
 class DiscoveredList(BaseModel):
     count: int
     results: list[DiscoveredOut]
+
+
+class LeaseOut(BaseModel):
+    ip: str
+    mac: str
+    state: str = Field(description="bound, released, expired or declined (as of now)")
+    expires_at: str = Field(description="end of the lease, release time or quarantine end")
+    subnet: str
+    tenant: str | None = Field(description="the tenant of the device; null if not registered")
+    location: str | None = Field(description="the device's location; null if not registered")
+    updated_at: str
+
+
+class LeaseList(BaseModel):
+    count: int = Field(description="every lease that matches the filters")
+    results: list[LeaseOut]
+    next_cursor: str | None = Field(description="the page after this one; null on the last")
+
+
+def _when(t: float) -> str:
+    return iso(datetime.fromtimestamp(t, UTC))
+
+
+def last_seen_out(seen: LastSeen | None) -> dict[str, Any] | None:
+    if seen is None:
+        return None
+    return {
+        "at": _when(seen.at),
+        "ip": seen.ip,
+        "vendor_class": seen.vendor_class,
+        "interface": seen.interface,
+        "source": seen.source,
+        "mac_from": seen.mac_from,
+    }
+
+
+def lease_out(shown: ShownLease) -> dict[str, Any]:
+    lease = shown.row.lease
+    return {
+        "ip": lease.ip,
+        "mac": lease.mac,
+        "state": shown.state.value,
+        "expires_at": _when(lease.expires_at),
+        "subnet": lease.subnet,
+        "tenant": shown.row.tenant_id,
+        "location": shown.row.location,
+        "updated_at": _when(lease.updated_at),
+    }
 
 
 def device_out(d: Device) -> dict[str, Any]:
@@ -449,11 +519,12 @@ def _count_import_rows(request: web.Request, result: str, rows: int) -> None:
     summary="One device",
     tag="devices",
     params=(T, M),
-    responses={200: ("device", DeviceOut)},
+    responses={200: ("device, with its latest sighting on the network", DeviceDetailOut)},
 )
 async def get_device(request: web.Request, tenant: str, mac: str) -> dict[str, Any]:
     d = await reg(request).get_device(who(request), tenant, mac)
-    return device_out(d)
+    seen = request.app[SERVICES].sightings.last_seen(d.mac)
+    return {**device_out(d), "last_seen": last_seen_out(seen)}
 
 
 @routes.route(
@@ -608,6 +679,50 @@ async def discovered(request: web.Request) -> dict[str, Any]:
         for e in entries
     ]
     return {"count": len(results), "results": results}
+
+
+@routes.route(
+    "GET",
+    "/api/v1/leases",
+    summary="DHCP leases (full mode), in address order; a tenant admin sees its tenant's",
+    tag="dhcp",
+    params=(
+        Param("tenant", "query", {"type": "string"}, "only this tenant's devices' leases"),
+        Param("mac", "query", {"type": "string"}, "only this MAC's leases (any spelling)"),
+        Param("state", "query", {"type": "string", "enum": list(LEASE_STATES)}, "filter by state"),
+        Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+        Param("cursor", "query", {"type": "string"}, "a page's next_cursor"),
+    ),
+    responses={
+        200: ("leases", LeaseList),
+        409: ("DHCP is not in full mode here, so there are no leases", None),
+    },
+)
+async def leases(request: web.Request) -> dict[str, Any]:
+    principal = who(request)
+    q = request.query
+    if q.get("tenant"):  # another tenant's admin gets 404 whatever else is asked or set up
+        await reg(request).get_tenant(principal, q["tenant"])
+    off = full_mode_off(request.app[SERVICES].settings.dhcp)
+    if off is not None:
+        # 409 as for a device that is not provisioned: the route exists and the caller may
+        # use it, but this server's configuration leaves nothing to list, and an empty list
+        # (or a 404) would hide that; the message names the setting to change.
+        raise ApiError(409, "dhcp_not_full_mode", off)
+    page = await lease_list.list_leases(
+        reg(request),
+        principal,
+        tenant=q.get("tenant") or None,
+        mac=q.get("mac") or None,
+        state=q.get("state") or None,
+        limit=int_query(request, "limit", 100),
+        cursor=q.get("cursor") or None,
+    )
+    return {
+        "count": page.count,
+        "results": [lease_out(x) for x in page.results],
+        "next_cursor": page.next_cursor,
+    }
 
 
 _PUBLIC = routes.public_handlers()  # the OpenAPI document and the CSV template

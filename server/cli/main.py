@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from server import __version__
-from server.cli import admins, codes, devices, ops, tenants, tokens, users
+from server.cli import admins, codes, devices, leases, ops, tenants, tokens, users
 from server.cli.common import Command, Commands, UsageError
 from server.config import ConfigError, load_settings
 from server.core.logs import setup_logging
@@ -30,6 +30,7 @@ REGISTER: tuple[Callable[[Commands], None], ...] = (
     devices.register,
     codes.register,
     ops.register_discovered,
+    leases.register,
     tokens.register,
     admins.register,
     users.register,

@@ -663,9 +663,14 @@ class DhcpService:
             return []
         rtype = result.msg_type
         if self._sightings is not None and rtype == MessageType.ACK:
-            addr = _client_address(result.message, request, src)
-            if addr is not None:
-                self._sightings.saw(mac, addr, self._clock())
+            # One per exchange, updated in place (sightings.py): when, where and what it was.
+            self._sightings.saw(
+                mac,
+                _client_address(result.message, request, src),
+                self._clock(),
+                request.options.get(OPT_VENDOR_CLASS),
+                iface,
+            )
         self._sent.inc(TYPE_NAMES.get(rtype, "unknown"))
         self._decisions.inc("reply", result.reason)
         self._count("reply", result.reason)

@@ -9,6 +9,7 @@ or `imprint_mdns_answers_sent_total{kind}`; each policy decision is also counted
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from server.mdns.codec import DecodeError, DecodeReason, QueryDecoder
 from server.mdns.neighbours import NeighbourResolver
 from server.mdns.records import ServiceRecords
 from server.mdns.responder import MDNS_PORT, Ignore, Network, ReplyKind, Responder
+from server.provisioning.sightings import Sightings
 from server.registry.model import DeviceView
 
 INTERNAL_ERROR = "MDNS_INTERNAL_ERROR"
@@ -50,11 +52,18 @@ class MdnsService:
         max_goodbye_peers: int = 1024,
         logger: logging.Logger | None = None,
         link: str = "",
+        sightings: Sightings | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """`sightings`: where a registered querier's latest sighting is noted (when, its
+        address, this link, how its MAC was learned), timed by `wall_clock` (`now` in
+        `handle` is monotonic)."""
         # `index` is the live registry mapping the store mutates: read on every packet, never
         # copied, so a registration applies to the next query.
         self._index = index
         self.link = link  # the interface this responder answers on, for logs
+        self._sightings = sightings
+        self._wall_clock = wall_clock
         self._neighbours = neighbours
         self._responder = Responder(
             records,
@@ -176,6 +185,8 @@ class MdnsService:
         else:
             decision = decide(self._index, mac)
         verdict = "answer" if decision.answer else "ignore"
+        if decision.answer and mac is not None and self._sightings is not None:
+            self._sightings.heard(mac, ip, self._wall_clock(), interface=self.link, mac_from=how)
         self.decisions.inc(verdict, decision.reason.value)
         self.mac_sources.inc(how, verdict)
         key = (verdict, decision.reason.value)

@@ -26,6 +26,7 @@ from typing import Any
 
 import aiosqlite
 
+from server.dhcp.leaseview import LeaseRow
 from server.dhcp.pool import Lease, LeaseState
 from server.registry.discovered import SeenDevice
 from server.registry.model import Device, DeviceState, Tenant
@@ -595,6 +596,29 @@ class SqliteStore:
                 subnet=r[5],
                 updated_at=r[6],
             )
+            for r in rows
+        ]
+
+    async def list_leases(
+        self, tenant_id: str | None = None, mac: str | None = None
+    ) -> list[LeaseRow]:
+        """Stored leases with the device holding each (tenant and location; None when its MAC
+        is not registered now); with `tenant_id`, only that tenant's devices' leases."""
+        where, params = [], []
+        if tenant_id is not None:
+            where.append("d.tenant_id = ?")
+            params.append(tenant_id)
+        if mac is not None:
+            where.append("l.mac = ?")
+            params.append(mac)
+        rows = await self._all(
+            "SELECT l.ip, l.mac, l.client_id, l.state, l.expires_at, l.subnet, l.updated_at, "
+            "d.tenant_id, d.location FROM dhcp_leases l LEFT JOIN devices d ON d.mac = l.mac"
+            + (" WHERE " + " AND ".join(where) if where else ""),
+            params,
+        )
+        return [
+            LeaseRow(Lease(r[0], r[1], r[2], LeaseState(r[3]), r[4], r[5], r[6]), r[7], r[8])
             for r in rows
         ]
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 import urllib.request
@@ -90,6 +91,17 @@ class SeededServer:
                     # answer nearly every /provision with 429 and the handler behind it would go
                     # untested. The failure limiter (wrong codes) stays as shipped.
                     "provision": {"rate_per_source": 10000.0, "burst_per_source": 10000},
+                    # Full mode on loopback, so GET /api/v1/leases has leases to answer with
+                    # (an empty list: nothing asks for an address) rather than always 409.
+                    "dhcp": {
+                        "enabled": True,
+                        "mode": "full",
+                        "host": "127.0.0.1",
+                        "port": free_port(socket.SOCK_DGRAM),
+                        "server_ip": "127.0.0.1",
+                        "probe_other_servers": False,
+                        "subnets": [{"subnet": "127.0.0.0/24", "pool": "127.0.0.100-127.0.0.150"}],
+                    },
                 }
             )
         )

@@ -12,7 +12,17 @@ from aiohttp import web
 
 from server.admin.auth import AdminAuth, tokens_match
 from server.admin.store import AdminStore
-from server.admin.ui import audit, codes, device, devices, session, tenants, uploads, users
+from server.admin.ui import (
+    audit,
+    codes,
+    device,
+    devices,
+    leases,
+    session,
+    tenants,
+    uploads,
+    users,
+)
 from server.admin.ui.common import (
     CSRF_FIELD,
     FORM,
@@ -38,7 +48,7 @@ from server.web.keys import SERVICES, Services
 from server.web.routes import read_form
 
 # The page modules register their routes on `routes` when imported.
-PAGES = (session, tenants, devices, uploads, codes, device, users, audit)
+PAGES = (session, tenants, devices, uploads, codes, device, users, audit, leases)
 
 _SECURITY_HEADERS = {
     # No inline script or style anywhere in the templates, so the policy can be strict.

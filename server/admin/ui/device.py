@@ -4,12 +4,13 @@ registering a discovered device."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from server.admin.ui import common
-from server.registry.model import Device, Tenant
+from server.registry.model import Device, Tenant, iso
 from server.store.base import Conflict, Invalid, NotFound
 from server.web.keys import SERVICES
 
@@ -33,6 +34,7 @@ async def device_page(request: web.Request) -> web.Response:
         confirm = ""
     codes = await common.current_codes(request, tenant.id, [device])
     code, expires = codes.get(device.mac, ("", ""))
+    seen = request.app[SERVICES].sightings.last_seen(device.mac)
     return await common.render(
         request,
         "device.html",
@@ -44,8 +46,21 @@ async def device_page(request: web.Request) -> web.Response:
             "code": code,
             "expires": expires,
             "confirm": confirm,
+            "seen": seen,
+            "seen_at": iso(datetime.fromtimestamp(seen.at, UTC)) if seen else "",
+            "mac_from": MAC_FROM.get(seen.mac_from, seen.mac_from) if seen else "",
         },
     )
+
+
+# How the device's MAC was known at its last sighting, in words.
+MAC_FROM = {
+    "chaddr": "its DHCP request",
+    "frame": "the mDNS query's frame",
+    "static": "the static neighbour map",
+    "neighbour": "the kernel's neighbour table (mDNS)",
+    "lease": "its DHCP address (mDNS)",
+}
 
 
 @common.page(

@@ -14,6 +14,7 @@ from server.dhcp.codec import MessageType, decode, ip_bytes
 from server.dhcp.pool import Lease, LeaseState, MemoryLeaseStore, subnet_from_mapping
 from server.dhcp.responder import Mode
 from server.dhcp.service import DhcpConfig, DhcpService
+from server.provisioning.sightings import LastSeen, Sightings
 from server.registry.discovered import DiscoveredDevices
 from server.registry.model import DeviceState, DeviceView, ProvisioningEndpoint
 from tests.helpers.fixtures import load_hex_fixture, scapy_dhcp, split_src
@@ -383,3 +384,15 @@ def test_bad_service_config_is_refused_with_the_key() -> None:
             None,
             MemoryLeaseStore(),
         )
+
+
+async def test_an_ack_notes_when_where_and_what_the_device_was() -> None:
+    sightings = Sightings()
+    cfg = DhcpConfig(mode=Mode.INFORM, server_ip=SERVER, endpoint=EP)
+    svc = DhcpService(cfg, {MAC: view(MAC)}, Registry(), clock=Clock(), sightings=sightings)
+    (src, data), *_ = load_hex_fixture("dhcp/dhcpcd-inform-ms-uc-client.hex")
+    await svc.handle(data, split_src(src), "eth0")
+    assert sightings.last_seen(MAC) == LastSeen(
+        MAC, T0, "198.18.77.11", "MS-UC-Client", "eth0", "dhcp", "chaddr"
+    )
+    assert sightings.mac_of("198.18.77.11") == MAC

@@ -14,6 +14,7 @@ from server.core.metrics import Registry
 from server.mdns.neighbours import NeighbourResolver
 from server.mdns.records import build_records
 from server.mdns.service import MdnsService
+from server.provisioning.sightings import LastSeen, Sightings
 from server.registry.model import DeviceState, DeviceView, ProvisioningEndpoint
 from tests.helpers.fixtures import load_packets
 
@@ -308,3 +309,15 @@ def test_a_source_past_its_datagram_budget_is_dropped_before_decoding() -> None:
     assert svc.handle(DIG[2], (DIG[0], DIG[1]), now=0.0) != []
     assert svc.handle(loop_packet, ("198.18.77.12", 5353), 0.1) == []
     assert counter(reg, dropped, "MDNS_POINTER_LOOP") == 6
+
+
+def test_an_answered_registered_querier_is_noted_as_seen_with_how_its_mac_was_known() -> None:
+    sightings = Sightings()
+    svc, _, _ = make(sightings=sightings, wall_clock=lambda: 1234.0, link="eth0")
+    assert svc.handle(ZC_QU[2], (ZC_QU[0], 5353), 0.0)
+    assert sightings.last_seen(MAC1) == LastSeen(
+        MAC1, 1234.0, "198.18.77.11", "", "eth0", "mdns", "static"
+    )
+    assert svc.handle(ZC_QU[2], ("198.18.77.12", 5353), 0.0) == []  # unregistered
+    assert sightings.last_seen(MAC2) is None
+    assert sightings.mac_of("198.18.77.11") is None  # mDNS never feeds the lease map
