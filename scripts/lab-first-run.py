@@ -123,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--state", type=Path, required=True, help="folder for the token and password")
     a = ap.parse_args(argv)
-    a.state.mkdir(parents=True, exist_ok=True)
+    if not a.state.is_dir():
+        # As the store makes its folder: the service's group may read it, nobody else.
+        a.state.mkdir(parents=True, exist_ok=True)
+        a.state.chmod(0o750)
     token_file, password_file = a.state / "operator.token", a.state / "admin.password"
     made_token = ensure_token(a.config, token_file)
     made_admin = ensure_admin(a.config, password_file, show(password_file))
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
               The certificate is self-signed: accept it in the browser (its SHA-256
               fingerprint is in the log below).
   API docs:   {url}/api/docs
-  API token:  {show(token_file)}{new if made_token else ""} (operator)
+  API token:  {show(token_file)} (operator{"; made now" if made_token else ""})
   Try:  TOKEN=$(cat {show(token_file)})
         curl -sk -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
              -d '{{"id":"contoso","name":"Contoso"}}' {url}/api/v1/tenants
