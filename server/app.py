@@ -25,6 +25,7 @@ from aiohttp import web
 
 from server import __version__
 from server.admin import ui as admin_web
+from server.api import docs as api_docs
 from server.api import http as api
 from server.api import users as api_users
 from server.config import ConfigError, DhcpLink, Settings
@@ -528,10 +529,18 @@ def build_app(
     for t in root_tables:
         t.add_to(app)
     app.add_subapp(api.PREFIX, api.sub_app(services, [api.routes, api_users.routes]))
+    app.add_subapp(api_docs.PREFIX, api_docs.sub_app(services))
     for prefix, sub in oauth_web.sub_apps(services):
         app.add_subapp(prefix, sub)
     app.add_subapp(admin_web.PREFIX, admin_web.sub_app(services))
-    tables = [*root_tables, api.routes, api_users.routes, *oauth_web.routes, admin_web.routes]
+    tables = [
+        *root_tables,
+        api.routes,
+        api_users.routes,
+        api_docs.routes,
+        *oauth_web.routes,
+        admin_web.routes,
+    ]
     services.openapi = build_openapi(tables, title="Imprint", version=__version__)
     app.cleanup_ctx.append(_store_ctx(clock))
     app.cleanup_ctx.append(_loop_lag_ctx)
