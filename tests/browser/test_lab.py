@@ -118,7 +118,7 @@ def test_first_run_makes_the_account_once_and_says_where_to_sign_in(lab: Lab) ->
     assert [line.split()[0] for line in admins.splitlines()[2:]] == ["lab-admin"]
 
 
-def test_signs_in_with_the_printed_account_and_opens_the_api_docs(
+def test_signs_in_with_the_printed_account_and_opens_the_leases_and_api_docs_pages(
     lab: Lab, browser: Browser
 ) -> None:
     ctx = browser()
@@ -151,6 +151,19 @@ def test_signs_in_with_the_printed_account_and_opens_the_api_docs(
     expect(page.locator(".who")).to_contain_text("lab-admin")
     expect(page.locator(".who")).to_contain_text("operator")
     shot(page, "lab-01-signed-in")
+
+    # -- a tenant made in the UI, and its Leases page from the nav (the lab runs inform mode,
+    # so the page says which setting shows leases instead of an empty table)
+    page.goto(lab.server.url + "/ui/tenants")
+    page.get_by_label("ID").fill("contoso")
+    page.get_by_label("Name").fill("Contoso Ltd")
+    page.get_by_role("button", name="Create tenant").click()
+    page.goto(lab.server.url + "/ui/tenants/contoso/devices")
+    page.get_by_role("link", name="Leases").click()
+    expect(page).to_have_url(re.compile(r"/ui/tenants/contoso/leases"))
+    expect(page.get_by_role("heading", name="Leases")).to_be_visible()
+    expect(page.get_by_role("status")).to_contain_text("full")
+    shot(page, "lab-01b-leases")
 
     # -- the API documentation page renders the API's operations from the OpenAPI document
     page.goto(lab.printed("API docs:"))
