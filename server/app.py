@@ -22,6 +22,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from server import __version__
 from server.admin import ui as admin_web
@@ -32,6 +34,7 @@ from server.config import ConfigError, DhcpLink, Settings
 from server.core import looplag
 from server.core.logs import RateLimitedLog
 from server.core.metrics import Registry as MetricsRegistry
+from server.core.metrics import scrape_registry
 from server.core.ratelimit import FailureLimiter, TokenBuckets
 from server.core.tls import CertInfo, ensure_self_signed, load_configured
 from server.dhcp.pool import Subnet
@@ -138,16 +141,16 @@ async def readyz(request: web.Request) -> web.Response:
     summary="Prometheus metrics",
     tag="meta",
     auth="none",
-    responses={200: ("Prometheus text format", "text/plain")},
+    responses={
+        200: ("Prometheus text format (OpenMetrics when the Accept header asks)", "text/plain")
+    },
 )
-async def metrics(request: web.Request) -> web.Response:
-    body = request.app[SERVICES].metrics.render()
-    return web.Response(
-        text=body,
-        content_type="text/plain",
-        charset="utf-8",
-        headers={"X-Content-Type-Options": "nosniff"},
-    )
+async def metrics(request: web.Request) -> web.StreamResponse:
+    # prometheus_client's own aiohttp handler: it picks the format from Accept, honours
+    # `?name[]=` and compresses when the client accepts it.
+    resp: web.StreamResponse = await request.app[METRICS_HANDLER](request)
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return resp
 
 
 def _store_ctx(clock: Clock | None) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -690,12 +693,15 @@ def _loop_exceptions() -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], 
 # -- operations: HTTP metrics, build info, the full-mode probe (SIGHUP: server/reload.py) ----
 
 DHCP_PROBE = web.AppKey("dhcp_probe", bool)  # False: `imprint serve --no-dhcp-probe`
+METRICS_HANDLER: web.AppKey[Handler] = web.AppKey("metrics_handler")  # made in _setup_ops
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def _setup_ops(app: web.Application) -> None:
-    """`imprint_build_info` and the HTTP latency histogram (outermost middleware)."""
+    """`imprint_build_info`, the HTTP latency histogram (outermost middleware) and the /metrics
+    handler (the imprint_* families with prometheus_client's process and GC collectors)."""
     metrics = app[SERVICES].metrics
+    app[METRICS_HANDLER] = make_aiohttp_handler(scrape_registry(metrics))
     metrics.gauge(
         "imprint_build_info", "The running Imprint version (always 1)", ("version", "python")
     ).set(1, __version__, platform.python_version())

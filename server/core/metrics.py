@@ -1,32 +1,46 @@
-"""Counters, gauges and histograms rendered in the Prometheus text format (no MACs or codes as labels).
+"""Counters, gauges and histograms counted in-process and exposed through prometheus_client
+(no MACs or codes as labels).
 
-Small on purpose: the hot path does one dict lookup and one integer add per event.
+The hot path stays ours on purpose: `inc` is one dict lookup and one add, with no lock and no
+label child (prometheus_client's own `Counter.labels(...).inc()` costs several times as much,
+and DHCP and mDNS count every packet). At scrape time `Registry.collect` turns each metric into
+a prometheus_client metric family, so the library writes the exposition (text 0.0.4 or
+OpenMetrics) and `scrape_registry` adds its process_*, python_gc_* and python_info families.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.metrics_core import Metric as MetricFamily
+from prometheus_client.registry import CollectorRegistry
 
 
-def _fmt_labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _num(v: float) -> str:
-    if v == math.inf:
+def _le(bound: float) -> str:
+    """A bucket's `le` label as Imprint has always written it ("0.005", "1", "+Inf")."""
+    if bound == math.inf:
         return "+Inf"
-    if float(v).is_integer():
-        return str(int(v))
-    return repr(float(v))
+    if float(bound).is_integer():
+        return str(int(bound))
+    return repr(float(bound))
+
+
+def _check_key(name: str, labelnames: tuple[str, ...], key: tuple[str, ...]) -> None:
+    # `inc` does not check (hot path); a wrong count is a bug that must fail the scrape loudly
+    # rather than lose a label silently.
+    if len(key) != len(labelnames):
+        raise ValueError(
+            f"metric {name} has labels {labelnames} but a series was counted with values {key}"
+        )
 
 
 class Counter:
@@ -50,9 +64,16 @@ class Counter:
     def total(self) -> float:
         return sum(self._values.values())
 
-    def samples(self) -> Iterable[str]:
-        for key, v in sorted(self._values.items()):
-            yield f"{self.name}{_fmt_labels(self.labelnames, key)} {_num(v)}"
+    def _series(self) -> list[tuple[tuple[str, ...], float]]:
+        return sorted(self._values.items())
+
+    def family(self) -> MetricFamily:
+        """This metric's samples now, as a prometheus_client family (no `_created` sample)."""
+        fam = CounterMetricFamily(self.name, self.help, labels=self.labelnames)
+        for key, v in self._series():
+            _check_key(self.name, self.labelnames, key)
+            fam.add_metric(key, v)
+        return fam
 
 
 class Gauge(Counter):
@@ -80,14 +101,21 @@ class Gauge(Counter):
         if fn in self._fns:
             self._fns.remove(fn)
 
-    def samples(self) -> Iterable[str]:
+    def _series(self) -> list[tuple[tuple[str, ...], float]]:
         if self._fns:
             values: dict[tuple[str, ...], float] = {}
             for fn in self._fns:
                 for key, v in fn().items():
                     values[key] = values.get(key, 0) + v
             self._values = values
-        return super().samples()
+        return super()._series()
+
+    def family(self) -> MetricFamily:
+        fam = GaugeMetricFamily(self.name, self.help, labels=self.labelnames)
+        for key, v in self._series():
+            _check_key(self.name, self.labelnames, key)
+            fam.add_metric(key, v)
+        return fam
 
 
 class Histogram:
@@ -102,6 +130,7 @@ class Histogram:
         self.help = help
         self.labelnames = tuple(labelnames)
         self.buckets = tuple(sorted(buckets or (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5)))
+        self._les = tuple(_le(b) for b in (*self.buckets, math.inf))
         self._series: dict[tuple[str, ...], list[float]] = {}
 
     def observe(self, value: float, *labelvalues: str) -> None:
@@ -115,22 +144,27 @@ class Histogram:
         s = self._series.get(labelvalues)
         return sum(s[:-1]) if s else 0
 
-    def samples(self) -> Iterable[str]:
+    def family(self) -> MetricFamily:
+        fam = HistogramMetricFamily(self.name, self.help, labels=self.labelnames)
         for key, s in sorted(self._series.items()):
+            _check_key(self.name, self.labelnames, key)
             cumulative = 0.0
-            for bound, n in zip((*self.buckets, math.inf), s[:-1], strict=True):
+            buckets: list[tuple[str, float]] = []
+            for le, n in zip(self._les, s[:-1], strict=True):
                 cumulative += n
-                le = f'le="{_num(bound)}"'
-                yield f"{self.name}_bucket{_fmt_labels(self.labelnames, key, le)} {_num(cumulative)}"
-            yield f"{self.name}_sum{_fmt_labels(self.labelnames, key)} {_num(s[-1])}"
-            yield f"{self.name}_count{_fmt_labels(self.labelnames, key)} {_num(cumulative)}"
+                buckets.append((le, cumulative))
+            fam.add_metric(key, buckets, s[-1])
+        return fam
 
 
 Metric = Counter | Gauge | Histogram
 
 
 class Registry:
-    """Holds every metric of one server instance; `render` is the /metrics body."""
+    """Holds every metric of one server instance.
+
+    A prometheus_client collector: `collect` yields one family per metric, by name. `render`
+    is those families alone in the text format; /metrics serves `scrape_registry(...)`."""
 
     def __init__(self) -> None:
         self._metrics: dict[str, Metric] = {}
@@ -145,6 +179,9 @@ class Registry:
         return metric
 
     def counter(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Counter:
+        if not name.endswith("_total"):
+            # The exposition names a counter's samples NAME_total: any other name would change.
+            raise ValueError(f"counter {name} must be named ..._total (Prometheus convention)")
         m = self._add(Counter(name, help, labelnames))
         assert isinstance(m, Counter)
         return m
@@ -164,11 +201,23 @@ class Registry:
     def get(self, name: str) -> Metric | None:
         return self._metrics.get(name)
 
-    def render(self) -> str:
-        lines: list[str] = []
+    def collect(self) -> Iterator[MetricFamily]:
         for name in sorted(self._metrics):
-            m = self._metrics[name]
-            lines.append(f"# HELP {name} {m.help}")
-            lines.append(f"# TYPE {name} {m.kind}")
-            lines.extend(m.samples())
-        return "\n".join(lines) + "\n"
+            yield self._metrics[name].family()
+
+    def render(self) -> str:
+        """These metrics alone in the Prometheus text format (0.0.4)."""
+        return generate_latest(self).decode("utf-8")
+
+
+def scrape_registry(metrics: Registry) -> CollectorRegistry:
+    """What /metrics serves: `metrics`' imprint_* families, then prometheus_client's process_*
+    (CPU, memory, file descriptors, start time), python_gc_* and python_info."""
+    registry = CollectorRegistry(support_collectors_without_names=True)
+    # No describe(): metrics are added while the server starts (the store's gauges, each DHCP
+    # link), so the house collector is asked at every scrape, `?name[]=` filters included.
+    registry.register(metrics)
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry

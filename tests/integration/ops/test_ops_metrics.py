@@ -28,7 +28,8 @@ from tests.helpers.server import Metrics
 MAC1, MAC2 = "02:00:5e:00:07:01", "02:00:5e:00:07:02"
 STRANGER = "02:00:5e:00:07:99"
 WAIT = 5.0
-NAME = re.compile(r"^imprint_[a-z0-9_]+$")
+# Ours start with imprint_; prometheus_client adds its process_*, python_gc_* and python_info.
+NAME = re.compile(r"^(imprint_[a-z0-9_]+|process_[a-z_]+|python_gc_[a-z_]+|python_info)$")
 MAC_LIKE = re.compile(r"([0-9a-f]{2}[:-]){5}[0-9a-f]{2}|[0-9a-f]{12}", re.IGNORECASE)
 CODE_LIKE = re.compile(r"[BCDFGHJKLMNPQRSTVWXZ]{4}-?[BCDFGHJKLMNPQRSTVWXZ]{4}", re.IGNORECASE)
 

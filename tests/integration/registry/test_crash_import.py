@@ -267,8 +267,9 @@ def inspect(inst: Instance) -> Outcome:
     api_count = json.loads(body)["count"]
     status, body = http_call(inst.port, "GET", "/metrics")
     assert status == 200
-    m = re.search(rb'^imprint_devices\{state="awaiting_activation"\} (\d+)$', body, re.M)
-    index_count = int(m.group(1)) if m else 0
+    # prometheus_client writes every value as a float ("100000.0").
+    m = re.search(rb'^imprint_devices\{state="awaiting_activation"\} (\S+)$', body, re.M)
+    index_count = int(float(m.group(1))) if m else 0
     inst.stop()
     db = sqlite3.connect(inst.db, isolation_level=None)
 
