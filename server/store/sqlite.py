@@ -56,6 +56,7 @@ def prepare_db_file(path: Path) -> None:
                 path, mode, path,
             )  # fmt: skip
 
+
 _DEVICE_COLS = (
     "d.mac, d.tenant_id, d.location, d.state, d.created_at, d.updated_at, d.device_id, "
     "c.expires_at, d.signed_in_user"
