@@ -68,12 +68,20 @@ async def cmd_devices_add(s: Settings, a: argparse.Namespace) -> int:
 
 
 async def cmd_devices_list(s: Settings, a: argparse.Namespace) -> int:
+    if a.all and (a.cursor or a.offset):
+        raise UsageError("--all lists every device from the first: drop --cursor and --offset")
     cli = Cli(s)
     async with cli as reg:
+        limit = 1000 if a.all else a.limit
         page = await reg.list_devices(
-            cli.who, a.tenant, a.state, a.q, a.limit, a.offset, a.cursor, with_count=True
+            cli.who, a.tenant, a.state, a.q, limit, a.offset, a.cursor, with_count=True
         )
-    count, devices = page.count or 0, page.devices
+        count, devices = page.count or 0, list(page.devices)
+        while a.all and page.next_cursor:  # every page, by cursor: each device exactly once
+            page = await reg.list_devices(
+                cli.who, a.tenant, a.state, a.q, limit, cursor=page.next_cursor, with_count=False
+            )
+            devices += page.devices
     if a.json:
         print_json(
             {
@@ -93,7 +101,7 @@ async def cmd_devices_list(s: Settings, a: argparse.Namespace) -> int:
             ],
         )
     )
-    if a.cursor:
+    if a.cursor or a.all:
         print(f"\n{len(devices)} of {count} device(s)")
     else:
         shown = f"{a.offset + 1}-{a.offset + len(devices)}" if devices else "0"
@@ -269,6 +277,7 @@ def register(commands: Commands) -> None:
     sp.add_argument("--limit", type=bounded_int(1, 1000), default=100, help="1-1000 (100)")
     sp.add_argument("--offset", type=bounded_int(0), default=0)
     sp.add_argument("--cursor", help="the 'next page' cursor a previous list printed")
+    sp.add_argument("--all", action="store_true", help="every device, not one page")
     sp = devices.add("show", cmd_devices_show, "one device", json=True)
     _one_device(sp)
     sp = devices.add(

@@ -299,6 +299,20 @@ def test_audit_lists_cli_changes_newest_first(cfg: Path) -> None:
     assert older and all(e["id"] < int(before) for e in older)
 
 
+def test_devices_list_all_walks_every_page(cfg: Path, tmp_path: Path) -> None:
+    assert imprint(cfg, "tenants", "create", "--id", "acme", "--name", "Acme").returncode == 0
+    macs = [f"02:00:5e:02:{i // 256:02x}:{i % 256:02x}" for i in range(1205)]
+    csv = tmp_path / "d.csv"
+    csv.write_text("MAC ID,Location\n" + "".join(f"{m},R\n" for m in macs))
+    assert imprint(cfg, "devices", "import", "--tenant", "acme", str(csv)).returncode == 0
+    doc = json.loads(imprint(cfg, "devices", "list", "--tenant", "acme", "--all", "--json").stdout)
+    assert doc["count"] == 1205 and [d["mac"] for d in doc["results"]] == macs
+    r = imprint(cfg, "devices", "list", "--tenant", "acme", "--all")
+    assert r.stdout.rstrip().endswith("1205 of 1205 device(s)") and "next page" not in r.stdout
+    r = imprint(cfg, "devices", "list", "--tenant", "acme", "--all", "--offset", "5")
+    assert r.returncode == 2 and "drop --cursor and --offset" in r.stderr
+
+
 def test_device_reset_revokes_its_code_and_is_audited(cfg: Path) -> None:
     seed(cfg)
     assert imprint(cfg, "codes", "generate", "--tenant", "acme", "--mac", MAC1).returncode == 0
