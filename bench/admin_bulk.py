@@ -261,6 +261,9 @@ def run(n: int) -> list[Result]:
         state = Path(tmp)
         port = free_port()
         cfg = write_config(state, port)
+        subprocess.run(
+            [str(cli), "db", "init", "--config", str(cfg)], check=True, capture_output=True
+        )
         token = subprocess.run(
             [str(cli), "tokens", "create", "--role", "operator", "--config", str(cfg)],
             check=True,

@@ -234,6 +234,7 @@ class ImprintServer:
         config.write_text(self.config_toml(workdir, tp, mode, self.subnet, self.pool))
         devices = workdir / "devices.csv"
         devices.write_text("MAC ID,Location\n" + "".join(f"{m},bench\n" for m in macs))
+        self._admin(tp, config, "db", "init")
         self._admin(tp, config, "tenants", "create", "--id", "bench", "--name", "Bench")
         self._admin(tp, config, "devices", "import", "--tenant", "bench", str(devices))
         # The first start makes the TLS certificate and keys: not part of any step.

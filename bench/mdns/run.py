@@ -359,6 +359,7 @@ class Server:
             )
 
     def register(self) -> None:
+        self.cli("db", "init")
         self.cli("tenants", "create", "--id", "t", "--name", "T")
         self.cli("devices", "add", "--tenant", "t", "--mac", MAC)
 

@@ -6,7 +6,7 @@ import argparse
 
 from server.admin.auth import AdminAuth
 from server.admin.store import AdminStore
-from server.cli.common import Cli, Commands, password_args, read_password, table
+from server.cli.common import Cli, Commands, password_args, print_json, read_password, table
 from server.config import Settings
 
 
@@ -30,6 +30,20 @@ async def cmd_admins_list(s: Settings, a: argparse.Namespace) -> int:
     cli = Cli(s)
     async with cli:
         rows = await AdminStore(cli.store).list_admins()
+    if a.json:
+        print_json(
+            [
+                {
+                    "username": r.username,
+                    "role": r.role,
+                    "tenant": r.tenant_id,
+                    "disabled": bool(r.disabled),
+                    "created_at": r.created_at,
+                }
+                for r in rows
+            ]
+        )
+        return 0
     print(
         table(
             ["USERNAME", "ROLE", "TENANT", "STATUS", "CREATED (UTC)"],
@@ -63,7 +77,7 @@ def register(commands: Commands) -> None:
     password_args(sp)
     sp.add_argument("--role", required=True, choices=["operator", "admin"])
     sp.add_argument("--tenant", help="the tenant of an admin (tenant admin)")
-    admins.add("list", cmd_admins_list, "list admin accounts (never their passwords)")
+    admins.add("list", cmd_admins_list, "list admin accounts (never their passwords)", json=True)
     sp = admins.add("disable", cmd_admins_disable, "disable an admin and end their sessions")
     sp.add_argument("--username", required=True)
     sp.add_argument("--enable", action="store_true", help="enable the account again instead")

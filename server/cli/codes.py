@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
-from server.cli.common import Cli, Commands, table
+from server.cli.common import Cli, Commands, UsageError, print_json, progress_bar, table
 from server.config import Settings
 
 
 async def cmd_codes_generate(s: Settings, a: argparse.Namespace) -> int:
     if not a.mac and not a.all:
-        print(
-            "error: give --mac MAC (repeatable) or --all (every device awaiting activation)",
-            file=sys.stderr,
-        )
-        return 2
+        raise UsageError("give --mac MAC (repeatable) or --all (every device awaiting activation)")
     cli = Cli(s)
     async with cli as reg:
-        issued = await reg.generate_codes(cli.who, a.tenant, a.mac or None, a.all)
+        with progress_bar(a, "issuing codes") as progress:
+            issued = await reg.generate_codes(
+                cli.who, a.tenant, a.mac or None, a.all, progress=progress
+            )
     if a.json:
-        print(
-            json.dumps([{"mac": c.mac, "code": c.code, "expires_at": c.expires_at} for c in issued])
-        )
+        print_json([{"mac": c.mac, "code": c.code, "expires_at": c.expires_at} for c in issued])
     else:
         print(
             table(
@@ -42,8 +37,8 @@ def register(commands: Commands) -> None:
         "generate",
         cmd_codes_generate,
         "issue codes (valid [codes] ttl_hours; revokes previous ones)",
+        json=True,
     )
     sp.add_argument("--tenant", required=True)
     sp.add_argument("--mac", action="append", help="a device's MAC (repeatable)")
     sp.add_argument("--all", action="store_true", help="every device awaiting activation")
-    sp.add_argument("--json", action="store_true")

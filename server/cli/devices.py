@@ -1,29 +1,62 @@
-"""`imprint devices add|list|import|export|delete`."""
+"""`imprint devices add|list|show|import|export|reset|sign-in|sign-out|delete`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from server.cli.common import Cli, Commands, table
+from server.cli.common import (
+    Cli,
+    Commands,
+    UsageError,
+    bounded_int,
+    describe,
+    note,
+    print_json,
+    progress_bar,
+    table,
+)
 from server.config import Settings
+from server.core.mac import MacError, normalize_mac
 from server.registry.csvio import CsvError, parse_upload, write_export
-from server.registry.model import DeviceState
-from server.registry.service import IMPORT_MODES
+from server.registry.model import Device, DeviceState
+from server.registry.service import IMPORT_MODES, Registry
+from server.store.base import Invalid, NotFound
+
+if TYPE_CHECKING:
+    from server.oauth.service import OAuthService
 
 
-def _progress(done: int, total: int) -> None:
-    if not sys.stderr.isatty():
-        return
-    width = 40
-    filled = width * done // max(total, 1)
-    sys.stderr.write(f"\r  storing [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    if done >= total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
+def device_json(d: Device) -> dict[str, object]:
+    """A device as the REST API returns it."""
+    return {
+        "mac": d.mac,
+        "device_id": d.device_id,
+        "tenant": d.tenant_id,
+        "location": d.location,
+        "state": d.state.value,
+        "created_at": d.created_at,
+        "updated_at": d.updated_at,
+        "code_expires_at": d.code_expires_at,
+        "signed_in_user": d.signed_in_user,
+    }
+
+
+async def _locate(reg: Registry, a: argparse.Namespace) -> tuple[str, str]:
+    """(tenant, MAC) of the device `a.mac`: in --tenant if given, else wherever it is."""
+    try:
+        mac = normalize_mac(a.mac)
+    except MacError as e:
+        raise Invalid(str(e), [{"field": "mac", "value": a.mac, "message": str(e)}]) from e
+    if a.tenant:
+        return a.tenant, mac
+    d = await reg.store.get_device(mac)
+    if d is None:
+        raise NotFound(f"device {mac} is not registered in any tenant")
+    return d.tenant_id, mac
 
 
 async def cmd_devices_add(s: Settings, a: argparse.Namespace) -> int:
@@ -35,32 +68,28 @@ async def cmd_devices_add(s: Settings, a: argparse.Namespace) -> int:
 
 
 async def cmd_devices_list(s: Settings, a: argparse.Namespace) -> int:
+    if a.all and (a.cursor or a.offset):
+        raise UsageError("--all lists every device from the first: drop --cursor and --offset")
     cli = Cli(s)
     async with cli as reg:
+        limit = 1000 if a.all else a.limit
         page = await reg.list_devices(
-            cli.who, a.tenant, a.state, a.q, a.limit, a.offset, a.cursor, with_count=True
+            cli.who, a.tenant, a.state, a.q, limit, a.offset, a.cursor, with_count=True
         )
-    count, devices = page.count or 0, page.devices
-    if a.json:
-        print(
-            json.dumps(
-                {
-                    "count": count,
-                    "next_cursor": page.next_cursor,
-                    "prev_cursor": page.prev_cursor,
-                    "results": [
-                        {
-                            "mac": d.mac,
-                            "device_id": d.device_id,
-                            "location": d.location,
-                            "state": d.state.value,
-                            "code_expires_at": d.code_expires_at,
-                            "updated_at": d.updated_at,
-                        }
-                        for d in devices
-                    ],
-                }
+        count, devices = page.count or 0, list(page.devices)
+        while a.all and page.next_cursor:  # every page, by cursor: each device exactly once
+            page = await reg.list_devices(
+                cli.who, a.tenant, a.state, a.q, limit, cursor=page.next_cursor, with_count=False
             )
+            devices += page.devices
+    if a.json:
+        print_json(
+            {
+                "count": count,
+                "next_cursor": page.next_cursor,
+                "prev_cursor": page.prev_cursor,
+                "results": [device_json(d) for d in devices],
+            }
         )
         return 0
     print(
@@ -72,7 +101,7 @@ async def cmd_devices_list(s: Settings, a: argparse.Namespace) -> int:
             ],
         )
     )
-    if a.cursor:
+    if a.cursor or a.all:
         print(f"\n{len(devices)} of {count} device(s)")
     else:
         shown = f"{a.offset + 1}-{a.offset + len(devices)}" if devices else "0"
@@ -93,13 +122,14 @@ async def cmd_devices_import(s: Settings, a: argparse.Namespace) -> int:
     except CsvError as e:
         print(f"error: {e}", file=sys.stderr)
         for r in e.errors:
-            print(f"  row {r.row}, {r.column or 'file'}: {r.value!r}: {r.message}", file=sys.stderr)
+            print(f"  {describe(r.as_dict())}", file=sys.stderr)
         return 1
     cli = Cli(s)
     async with cli as reg:
-        plan = await reg.import_devices(
-            cli.who, a.tenant, rows, mode=a.mode, dry_run=a.dry_run, progress=_progress
-        )
+        with progress_bar(a, "storing devices") as progress:
+            plan = await reg.import_devices(
+                cli.who, a.tenant, rows, mode=a.mode, dry_run=a.dry_run, progress=progress
+            )
     if a.dry_run:
         for change in plan.changes(limit=a.show):
             before = f" (was {change['before']!r})" if change["action"] == "update" else ""
@@ -121,9 +151,111 @@ async def cmd_devices_export(s: Settings, a: argparse.Namespace) -> int:
     text = write_export(rows)
     if a.output and a.output != "-":
         await asyncio.to_thread(Path(a.output).write_text, text, encoding="utf-8", newline="")
-        print(f"wrote {len(rows)} device(s) to {a.output}", file=sys.stderr)
+        note(a, f"wrote {len(rows)} device(s) to {a.output}")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+async def cmd_devices_show(s: Settings, a: argparse.Namespace) -> int:
+    cli = Cli(s)
+    async with cli as reg:
+        tenant, mac = await _locate(reg, a)
+        d = await reg.get_device(cli.who, tenant, mac)
+    if a.json:
+        print_json(device_json(d))
+        return 0
+    rows = [
+        ("MAC ID", d.mac),
+        ("tenant", d.tenant_id),
+        ("location", d.location),
+        ("state", d.state.value),
+        ("signed in as", d.signed_in_user),
+        ("code expires (UTC)", d.code_expires_at),
+        ("device id", d.device_id),
+        ("created (UTC)", d.created_at),
+        ("updated (UTC)", d.updated_at),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k.ljust(width)}  {'' if v is None else v}".rstrip())
+    return 0
+
+
+async def cmd_devices_reset(s: Settings, a: argparse.Namespace) -> int:
+    cli = Cli(s)
+    async with cli as reg:
+        tenant, mac = await _locate(reg, a)
+        d = await reg.reset_device(cli.who, tenant, mac)
+    print(
+        f"reset {d.mac} in {d.tenant_id}: {d.state.value} (its credential, code and sign-in are "
+        f"revoked; issue a new code with `imprint codes generate --tenant {d.tenant_id} "
+        f"--mac {d.mac}`)"
+    )
+    return 0
+
+
+def _oauth(cli: Cli, reg: Registry) -> OAuthService:
+    """The OAuth service the server runs, on the CLI's registry (for sign-in and sign-out)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from server.app import public_url
+    from server.oauth.keys import SIGNING_KEY_NAME, CodeKeys, SigningKey
+    from server.oauth.service import OAuthService
+    from server.oauth.store import OAuthStore
+    from server.provisioning.codes import load_key
+
+    s = cli.settings
+    try:
+        secret = load_key(s.codes_key_file)
+    except FileNotFoundError:
+        raise UsageError(
+            f"the code key file {s.codes_key_file} is missing: pending sign-ins cannot be read "
+            "without it; restore it from a backup"
+        ) from None
+    path = s.state_dir / SIGNING_KEY_NAME
+    # Showing a user code and signing out sign no token: with no key file yet (the server makes
+    # it at start) an unsaved key stands in, and the file is not created here.
+    signing = (
+        SigningKey.load_or_create(path)
+        if path.is_file()
+        else SigningKey(ec.generate_private_key(ec.SECP256R1()))
+    )
+    return OAuthService(
+        reg, OAuthStore(reg.store), CodeKeys(secret), signing, public_url=public_url(s)
+    )
+
+
+async def cmd_devices_sign_in(s: Settings, a: argparse.Namespace) -> int:
+    cli = Cli(s)
+    async with cli as reg:
+        tenant, mac = await _locate(reg, a)
+        code = await _oauth(cli, reg).sign_in_code(cli.who, tenant, mac)
+    if a.json:
+        print_json(
+            {
+                "mac": code.mac,
+                "user_code": code.user_code,
+                "verification_uri": code.verification_uri,
+                "verification_uri_complete": code.verification_uri_complete,
+                "expires_at": code.expires_at,
+            }
+        )
+        return 0
+    print(
+        f"{code.mac} waits for sign-in: enter the code {code.user_code} at "
+        f"{code.verification_uri} (or open {code.verification_uri_complete}) and sign in as the "
+        f"user; it expires at {code.expires_at} (UTC)"
+    )
+    return 0
+
+
+async def cmd_devices_sign_out(s: Settings, a: argparse.Namespace) -> int:
+    cli = Cli(s)
+    async with cli as reg:
+        tenant, mac = await _locate(reg, a)
+        d = await _oauth(cli, reg).sign_out(cli.who, tenant, mac)
+    print(f"signed out {d.mac}: its tokens are revoked; it is {d.state.value}")
     return 0
 
 
@@ -135,20 +267,27 @@ async def cmd_devices_delete(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+def _one_device(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("mac", help="the device's MAC, e.g. aa:bb:cc:dd:ee:ff")
+    sp.add_argument("--tenant", help="its tenant (default: whichever tenant has it)")
+
+
 def register(commands: Commands) -> None:
     devices = commands.group("devices", "manage devices")
     sp = devices.add("add", cmd_devices_add, "register one device by MAC")
     sp.add_argument("--tenant", required=True)
     sp.add_argument("--mac", required=True)
     sp.add_argument("--location", default="")
-    sp = devices.add("list", cmd_devices_list, "list devices")
+    sp = devices.add("list", cmd_devices_list, "list devices", json=True)
     sp.add_argument("--tenant", required=True)
     sp.add_argument("--state", choices=[st.value for st in DeviceState])
     sp.add_argument("--q", help="MAC or location contains")
-    sp.add_argument("--limit", type=int, default=100)
-    sp.add_argument("--offset", type=int, default=0)
+    sp.add_argument("--limit", type=bounded_int(1, 1000), default=100, help="1-1000 (100)")
+    sp.add_argument("--offset", type=bounded_int(0), default=0)
     sp.add_argument("--cursor", help="the 'next page' cursor a previous list printed")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--all", action="store_true", help="every device, not one page")
+    sp = devices.add("show", cmd_devices_show, "one device", json=True)
+    _one_device(sp)
     sp = devices.add(
         "import", cmd_devices_import, "register devices from a CSV file (all rows or none)"
     )
@@ -173,6 +312,21 @@ def register(commands: Commands) -> None:
     sp.add_argument("--tenant", required=True)
     sp.add_argument("--state", choices=[st.value for st in DeviceState])
     sp.add_argument("-o", "--output", help="file to write (default: stdout)")
+    sp = devices.add(
+        "reset",
+        cmd_devices_reset,
+        "back to awaiting activation (revokes its credential, code and sign-in)",
+    )
+    _one_device(sp)
+    sp = devices.add(
+        "sign-in",
+        cmd_devices_sign_in,
+        "the user code a device shows while it waits for sign-in, and where to enter it",
+        json=True,
+    )
+    _one_device(sp)
+    sp = devices.add("sign-out", cmd_devices_sign_out, "sign a device out (revokes its tokens)")
+    _one_device(sp)
     sp = devices.add("delete", cmd_devices_delete, "delete a device")
     sp.add_argument("--tenant", required=True)
     sp.add_argument("--mac", required=True)

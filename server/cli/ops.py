@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from server.cli.common import Cli, Commands, table
+from server.cli.common import Cli, Commands, bounded_int, note, print_json, table
 from server.config import FINGERPRINT_STAND_IN, ConfigError, Settings
 from server.registry.model import iso
 
@@ -131,21 +130,19 @@ async def cmd_discovered(s: Settings, a: argparse.Namespace) -> int:
         return iso(datetime.fromtimestamp(t, UTC))
 
     if a.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "mac": r.mac,
-                        "vendor_class": r.vendor_class,
-                        "interface": r.interface,
-                        "source": r.source,
-                        "first_seen": when(r.first_seen),
-                        "last_seen": when(r.last_seen),
-                        "count": r.count,
-                    }
-                    for r in rows
-                ]
-            )
+        print_json(
+            [
+                {
+                    "mac": r.mac,
+                    "vendor_class": r.vendor_class,
+                    "interface": r.interface,
+                    "source": r.source,
+                    "first_seen": when(r.first_seen),
+                    "last_seen": when(r.last_seen),
+                    "count": r.count,
+                }
+                for r in rows
+            ]
         )
         return 0
     print(
@@ -237,12 +234,55 @@ async def cmd_db_backup(s: Settings, a: argparse.Namespace) -> int:
         f"backed up {s.store.path} to {info.path} ({info.size_bytes} bytes, {info.devices} "
         "device(s), integrity check ok)"
     )
-    print(
+    note(
+        a,
         f"the code key file {s.codes_key_file} is not in the database: keep a copy of it too "
         "(without it current codes cannot be shown or checked)",
-        file=sys.stderr,
     )
     return 0
+
+
+async def cmd_db_init(s: Settings, a: argparse.Namespace) -> int:
+    """Create the store (0640 in a 0750 folder) and the code key (0600), or bring an existing
+    store's schema up to date; the one command besides `serve` that creates them."""
+    from server.provisioning.codes import load_or_create_key
+    from server.store.sqlite import SqliteStore
+
+    path = s.store.path
+    existed, key_existed = path.is_file(), s.codes_key_file.is_file()
+    store = SqliteStore(path, s.store.busy_timeout_ms)
+    await store.open()
+    await store.close()
+    load_or_create_key(s.codes_key_file)
+    made = [p for p, was in ((path, existed), (s.codes_key_file, key_existed)) if not was]
+    owner = _give_to_state_dir_owner(s.state_dir, made)
+    if existed:
+        print(f"store {path} exists; its schema is up to date")
+    else:
+        print(f"created the store {path} (mode 0640)")
+    if not key_existed:
+        print(f"created the code key {s.codes_key_file} (mode 0600): back it up with the store")
+    if owner:
+        note(a, f"gave {', '.join(str(p) for p in made)} to {owner}, the owner of {s.state_dir}")
+    return 0
+
+
+def _give_to_state_dir_owner(state_dir: Path, made: list[Path]) -> str:
+    """Run as root in a state folder the service user owns (e.g. /var/lib/imprint), files root
+    creates there would lock the service out: they go to the folder's owner instead."""
+    if not made or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return ""
+    st = state_dir.stat()
+    if st.st_uid == 0:
+        return ""
+    for p in made:
+        os.chown(p, st.st_uid, st.st_gid)
+    try:
+        import pwd
+
+        return pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        return f"uid {st.st_uid}"
 
 
 def register_server(commands: Commands) -> None:
@@ -283,9 +323,9 @@ def register_discovered(commands: Commands) -> None:
         "discovered",
         cmd_discovered,
         "MACs seen on the network (DHCP, mDNS) but not registered",
+        json=True,
     )
-    sp.add_argument("--limit", type=int, default=1000)
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--limit", type=bounded_int(1, 10000), default=1000, help="1-10000 (1000)")
     sp = commands.add(
         "trace",
         cmd_trace,
@@ -297,5 +337,10 @@ def register_discovered(commands: Commands) -> None:
 
 def register_db(commands: Commands) -> None:
     db = commands.group("db", "the SQLite store")
+    db.add(
+        "init",
+        cmd_db_init,
+        "create the store and the code key (or update an existing store's schema)",
+    )
     sp = db.add("backup", cmd_db_backup, "online, consistent copy of the store (server may run)")
     sp.add_argument("file", help="the backup file to write (replaced atomically)")

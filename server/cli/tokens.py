@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from server.cli.common import Cli, Commands, table
+from server.cli.common import Cli, Commands, note, print_json, table
 from server.config import Settings
 
 
@@ -14,10 +13,10 @@ async def cmd_tokens_create(s: Settings, a: argparse.Namespace) -> int:
     async with cli as reg:
         token, row = await reg.create_token(cli.who.actor, a.role, a.tenant, a.name or "")
     # The token alone on stdout, so `TOKEN=$(imprint tokens create ...)` works; the rest on stderr.
-    print(
+    note(
+        a,
         f"token {row.id} ({row.role}{' of ' + row.tenant_id if row.tenant_id else ''}) created; "
         "it is shown once, store it now:",
-        file=sys.stderr,
     )
     print(token)
     return 0
@@ -27,6 +26,21 @@ async def cmd_tokens_list(s: Settings, a: argparse.Namespace) -> int:
     cli = Cli(s)
     async with cli as reg:
         rows = await reg.store.list_tokens()
+    if a.json:
+        print_json(
+            [
+                {
+                    "id": r.id,
+                    "role": r.role,
+                    "tenant": r.tenant_id,
+                    "name": r.name,
+                    "created_at": r.created_at,
+                    "revoked_at": r.revoked_at,
+                }
+                for r in rows
+            ]
+        )
+        return 0
     print(
         table(
             ["ID", "ROLE", "TENANT", "NAME", "CREATED (UTC)", "REVOKED (UTC)"],
@@ -50,6 +64,6 @@ def register(commands: Commands) -> None:
     sp.add_argument("--role", required=True, choices=["operator", "admin"])
     sp.add_argument("--tenant", help="the tenant of an admin token")
     sp.add_argument("--name", help="what the token is for")
-    tokens.add("list", cmd_tokens_list, "list tokens (never their secrets)")
+    tokens.add("list", cmd_tokens_list, "list tokens (never their secrets)", json=True)
     sp = tokens.add("revoke", cmd_tokens_revoke, "revoke a token")
     sp.add_argument("--id", required=True)

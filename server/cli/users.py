@@ -4,9 +4,8 @@ as them, RFC 8628)."""
 from __future__ import annotations
 
 import argparse
-import json
 
-from server.cli.common import Cli, Commands, password_args, read_password, table
+from server.cli.common import Cli, Commands, password_args, print_json, read_password, table
 from server.config import Settings
 from server.oauth.store import OAuthStore
 from server.oauth.users import UserAccounts
@@ -33,19 +32,17 @@ async def cmd_users_list(s: Settings, a: argparse.Namespace) -> int:
     async with cli as reg:
         users = await _user_accounts(reg).list(cli.who, a.tenant)
     if a.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "username": u.username,
-                        "display_name": u.display_name,
-                        "disabled": u.disabled,
-                        "created_at": u.created_at,
-                        "updated_at": u.updated_at,
-                    }
-                    for u in users
-                ]
-            )
+        print_json(
+            [
+                {
+                    "username": u.username,
+                    "display_name": u.display_name,
+                    "disabled": u.disabled,
+                    "created_at": u.created_at,
+                    "updated_at": u.updated_at,
+                }
+                for u in users
+            ]
         )
         return 0
     print(
@@ -88,9 +85,8 @@ def register(commands: Commands) -> None:
     sp.add_argument("--username", required=True, help="unique across tenants, e.g. room-1@x.com")
     sp.add_argument("--display-name", help="shown on the verification page")
     password_args(sp)
-    sp = users.add("list", cmd_users_list, "list a tenant's user accounts")
+    sp = users.add("list", cmd_users_list, "list a tenant's user accounts", json=True)
     sp.add_argument("--tenant", required=True)
-    sp.add_argument("--json", action="store_true")
     sp = users.add("disable", cmd_users_disable, "disable an account and sign out its devices")
     sp.add_argument("--tenant", required=True)
     sp.add_argument("--username", required=True)

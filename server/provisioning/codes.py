@@ -91,10 +91,18 @@ class CodeVault:
         return self._aead.decrypt(sealed[:12], sealed[12:], mac.encode()).decode()
 
 
+def load_key(path: Path) -> bytes:
+    """Read the code key file; FileNotFoundError when it is missing (nothing is created)."""
+    data = path.read_bytes()
+    if len(data) < 32:
+        raise ValueError(f"code key file {path} is shorter than 32 bytes; restore it from backup")
+    return data
+
+
 def load_or_create_key(path: Path) -> bytes:
     """Read the code key file, creating it (0600, 32 random bytes) on first start."""
     try:
-        data = path.read_bytes()
+        return load_key(path)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = secrets.token_bytes(32)
@@ -102,6 +110,3 @@ def load_or_create_key(path: Path) -> bytes:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         return data
-    if len(data) < 32:
-        raise ValueError(f"code key file {path} is shorter than 32 bytes; restore it from backup")
-    return data

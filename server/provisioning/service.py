@@ -110,10 +110,17 @@ class ProvisioningService:
 
     # ---- issuing ---------------------------------------------------------------------------------
 
-    async def issue(self, actor: str, tenant_id: str, targets: Sequence[str]) -> list[IssuedCode]:
+    async def issue(
+        self,
+        actor: str,
+        tenant_id: str,
+        targets: Sequence[str],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[IssuedCode]:
         """A fresh code per MAC (revoking any previous one), valid for the policy's ttl.
 
-        The caller has checked that each MAC is a device of `tenant_id` awaiting activation.
+        The caller has checked that each MAC is a device of `tenant_id` awaiting activation;
+        `progress(stored, total)` is called after each chunk is written.
         """
         now_dt = self.clock()
         now = iso(now_dt)
@@ -128,6 +135,8 @@ class ProvisioningService:
                     (actor, tenant_id, "code.generate", r.mac, None, {"expires_at": expires})
                     for r in chunk
                 )
+                if progress:
+                    progress(min(start + _CHUNK, len(rows)), len(rows))
         return issued
 
     def _mint(

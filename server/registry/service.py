@@ -38,7 +38,7 @@ from server.registry.model import (
     token_digest,
     validate_tenant_id,
 )
-from server.store.base import Invalid, NotFound
+from server.store.base import Conflict, Invalid, NotFound
 from server.store.sqlite import AuditRow, SqliteStore, TokenRow, Tx
 
 Role = Literal["operator", "admin"]
@@ -285,6 +285,36 @@ class Registry:
                 {"id": tenant_id, "name": name},
             )
         return Tenant(tenant_id, name, now)
+
+    async def delete_tenant(
+        self, who: Principal, tenant_id: str, force: bool = False
+    ) -> tuple[int, int]:
+        """Delete a tenant (operators only); one with devices or user accounts is refused unless
+        `force`, which deletes them with it. Returns (devices, users) deleted."""
+        if who.role != "operator":
+            raise NotFound("only operators can delete tenants")
+        tenant = await self._tenant(who, tenant_id)
+        async with self._transaction(self.now()) as tx:
+            macs = await db.tenant_macs(tx, tenant_id)
+            users = await db.count_tenant_users(tx, tenant_id)
+            if (macs or users) and not force:
+                raise Conflict(
+                    f"tenant {tenant_id!r} has {len(macs)} device(s) and {users} user "
+                    "account(s): delete them first, or delete them with the tenant (--force)"
+                )
+            for mac in macs:
+                await revoke_device_tokens(tx, mac)
+            await db.delete_tenant(tx, tenant_id, macs)
+            await tx.audit(
+                who.actor,
+                tenant_id,
+                "tenant.delete",
+                tenant_id,
+                {"id": tenant_id, "name": tenant.name, "devices": len(macs), "users": users},
+                None,
+            )
+        self._apply([], macs)
+        return len(macs), users
 
     async def list_tenants(self, who: Principal) -> list[Tenant]:
         return await self.store.list_tenants(None if who.role == "operator" else who.tenant_id)
@@ -552,6 +582,7 @@ class Registry:
         tenant_id: str,
         macs: Sequence[str] | None = None,
         all_awaiting_activation: bool = False,
+        progress: Callable[[int, int], None] | None = None,
     ) -> list[IssuedCode]:
         """Issue a fresh code per device (revoking any previous one); valid for `code_ttl`."""
         await self._tenant(who, tenant_id)
@@ -592,7 +623,7 @@ class Registry:
                 raise Invalid(
                     "codes can only be issued for registered devices awaiting activation", details
                 )
-        return await self.provisioning.issue(who.actor, tenant_id, targets)
+        return await self.provisioning.issue(who.actor, tenant_id, targets, progress)
 
     async def export(
         self, who: Principal, tenant_id: str, state: str | None = None

@@ -103,6 +103,30 @@ async def set_locations(tx: Tx, tenant_id: str, changes: Sequence[tuple[str, str
     await tx.mark_changed([mac for mac, _old, _new in changes])
 
 
+async def tenant_macs(tx: Tx, tenant_id: str) -> list[str]:
+    rows = await tx.fetchall(
+        "SELECT mac FROM devices WHERE tenant_id = ? ORDER BY mac", (tenant_id,)
+    )
+    return [str(r[0]) for r in rows]
+
+
+async def count_tenant_users(tx: Tx, tenant_id: str) -> int:
+    row = await tx.fetchone("SELECT COUNT(*) FROM tenant_users WHERE tenant_id = ?", (tenant_id,))
+    return int(row[0]) if row else 0
+
+
+async def delete_tenant(tx: Tx, tenant_id: str, macs: Sequence[str]) -> None:
+    """Delete the tenant with its devices (their codes and grants cascade) and user accounts;
+    its API tokens and admin accounts go with it (ON DELETE CASCADE). The audit log stays."""
+    for start in range(0, len(macs), 500):
+        chunk = list(macs[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        await tx.execute(f"DELETE FROM devices WHERE mac IN ({marks})", chunk)
+        await tx.mark_changed(chunk)
+    await tx.execute("DELETE FROM tenant_users WHERE tenant_id = ?", (tenant_id,))
+    await tx.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,))
+
+
 async def delete_device(tx: Tx, mac: str, tenant_id: str) -> None:
     """Delete the device (its code and grants go with it: ON DELETE CASCADE)."""
     await tx.execute("DELETE FROM devices WHERE mac = ? AND tenant_id = ?", (mac, tenant_id))

@@ -192,6 +192,7 @@ level = "INFO"
     srv = Server(
         root, config, f"https://127.0.0.1:{http_port}", dhcp_port, client_port, root / "serve.log"
     )
+    srv.cli("db", "init")  # only `db init` and `serve` create the store
     srv.cli("tenants", "create", "--id", "contoso", "--name", "Contoso Ltd")
     srv.cli("tenants", "create", "--id", "fabrikam", "--name", "Fabrikam Inc")
     srv.cli(

@@ -119,6 +119,7 @@ class SeededServer:
         return done.stdout
 
     def __enter__(self) -> SeededServer:
+        self.cli("db", "init")
         for tid in TENANTS:
             self.cli("tenants", "create", "--id", tid, "--name", tid.title())
         for tid, macs in (("acme", ACME_MACS), ("globex", GLOBEX_MACS)):

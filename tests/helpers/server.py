@@ -212,6 +212,7 @@ class ImprintServer:
         self.last_exit: int | None = None
         self._token: str | None = None
         self.write_config()
+        self.cli("db", "init")  # only `db init` and `serve` create the store
 
     # -- config and CLI -------------------------------------------------------------------
 

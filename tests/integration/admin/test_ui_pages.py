@@ -435,6 +435,7 @@ def test_admins_cli_creates_lists_and_disables(tmp_path: Path) -> None:
             timeout=60,
         )
 
+    assert imprint("db", "init").returncode == 0  # only `db init` and `serve` create the store
     assert imprint("tenants", "create", "--id", "contoso", "--name", "Contoso").returncode == 0
     pw = tmp_path / "pw"
     pw.write_text(PASSWORD + "\n")

@@ -53,7 +53,7 @@ def test_admin_workflow(cfg: Path, tmp_path: Path) -> None:
     r = imprint(cfg, "devices", "import", "--tenant", "contoso", str(csv))
     assert r.returncode == 1
     assert (
-        "row 3, MAC ID: 'bad'" in r.stderr
+        "row 3, field MAC ID: value 'bad': 'bad' is not a MAC" in r.stderr
         and "row 4" in r.stderr
         and "duplicate of row 2" in r.stderr
     )

@@ -73,6 +73,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         "[tls]\nenabled = false\n"
     )
     srv = Server(config, tmp_path / "state" / "imprint.db", port, tmp_path / "serve.log")
+    run_imprint(config, "db", "init")
     run_imprint(config, "tenants", "create", "--id", "acme", "--name", "Acme")
     srv.token = run_imprint(config, "tokens", "create", "--role", "operator").stdout.strip()
     try:

@@ -93,6 +93,7 @@ format = "json"
 summary_interval_s = {SUMMARY_S}
 """
     )
+    run_imprint(config, "db", "init")
     run_imprint(config, "tenants", "create", "--id", "acme", "--name", "Acme")
     run_imprint(config, "devices", "add", "--tenant", "acme", "--mac", MAC)
     run_imprint(config, "devices", "add", "--tenant", "acme", "--mac", OTHER)

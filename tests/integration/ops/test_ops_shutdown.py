@@ -54,6 +54,7 @@ def test_sigterm_finishes_the_request_in_flight_then_says_goodbye_and_closes(
         f'[mdns]\nenabled = true\nhost = "127.0.0.1"\nport = {mdns_port}\n'
         f'static_neighbours = {{ "{QUERIER}" = "{MAC}" }}\n'
     )
+    run_imprint(config, "db", "init")
     run_imprint(config, "tenants", "create", "--id", "acme", "--name", "Acme")
     run_imprint(config, "devices", "add", "--tenant", "acme", "--mac", MAC)
     token = run_imprint(config, "tokens", "create", "--role", "operator").stdout.strip()

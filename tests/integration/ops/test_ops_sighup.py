@@ -148,6 +148,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     }
     config = tmp_path / "imprint.toml"
     config.write_text(config_text(**params))
+    run_imprint(config, "db", "init")
     run_imprint(config, "tenants", "create", "--id", "acme", "--name", "Acme")
     run_imprint(config, "devices", "add", "--tenant", "acme", "--mac", MAC)
     log = tmp_path / "serve.log"

@@ -90,6 +90,12 @@ class Instance:
             encoding="utf-8",
         )
         inst = cls(root, port, cfg, root / "state" / "imprint.db")
+        subprocess.run(
+            [str(imprint_cli()), "db", "init", "--config", str(cfg)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         inst.token = subprocess.run(
             [str(imprint_cli()), "tokens", "create", "--role", "operator", "--config", str(cfg)],
             check=True,
