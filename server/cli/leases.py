@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import UTC, datetime
 
-from server.cli.common import Cli, Commands, table
+from server.cli.common import Cli, Commands, bounded_int, print_json, table
 from server.config import Settings
 from server.dhcp.leaseview import MAX_LIMIT, STATES, full_mode_off
 from server.registry.leases import list_leases
@@ -48,7 +47,7 @@ async def cmd_leases(s: Settings, a: argparse.Namespace) -> int:
         for x in page.results
     ]
     if a.json:
-        print(json.dumps({"count": page.count, "results": rows, "next_cursor": page.next_cursor}))
+        print_json({"count": page.count, "results": rows, "next_cursor": page.next_cursor})
         return 0
     print(
         table(
@@ -78,10 +77,15 @@ def register(commands: Commands) -> None:
         "leases",
         cmd_leases,
         "DHCP leases (full mode) in address order, with the device holding each",
+        json=True,
     )
     sp.add_argument("--tenant", help="only this tenant's devices' leases")
     sp.add_argument("--mac", help="only this MAC's leases (any spelling)")
     sp.add_argument("--state", choices=STATES, help="only leases in this state")
-    sp.add_argument("--limit", type=int, default=MAX_LIMIT, help=f"at most (1-{MAX_LIMIT})")
+    sp.add_argument(
+        "--limit",
+        type=bounded_int(1, MAX_LIMIT),
+        default=MAX_LIMIT,
+        help=f"at most (1-{MAX_LIMIT})",
+    )
     sp.add_argument("--cursor", help="the page after a previous run's 'next page' cursor")
-    sp.add_argument("--json", action="store_true", help="as GET /api/v1/leases answers")

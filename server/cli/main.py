@@ -36,6 +36,8 @@ from server.store.base import StoreError
 
 DEFAULT_CONFIG = Path("/etc/imprint/imprint.toml")
 CONFIG_ENV = "IMPRINT_CONFIG"
+# Commands that describe Imprint itself, not a site: they run without a configuration file.
+NEEDS_NO_CONFIG = frozenset({"config-reference"})
 
 # In the order `imprint --help` lists them.
 REGISTER: tuple[Callable[[Commands], None], ...] = (
@@ -144,7 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json and not getattr(args, "json_ok", False):
         parser.error(f"--json: 'imprint {_command_name(args)}' has no JSON output")
     try:
-        settings = load_settings(config_path(args.config))
+        if args.command in NEEDS_NO_CONFIG and not (args.config or os.environ.get(CONFIG_ENV)):
+            settings = load_settings(None)
+        else:
+            settings = load_settings(config_path(args.config))
     except (ConfigError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -135,7 +135,9 @@ def test_it_says_which_file_it_checked(tmp_path: Path) -> None:
     )
 
 
-def test_without_a_file_it_says_only_defaults_were_checked(tmp_path: Path) -> None:
+def test_without_a_file_it_names_the_places_it_looked_instead_of_checking_defaults(
+    tmp_path: Path,
+) -> None:
     done = subprocess.run(
         [*imprint_argv(), "check-config"],
         capture_output=True,
@@ -145,10 +147,10 @@ def test_without_a_file_it_says_only_defaults_were_checked(tmp_path: Path) -> No
         cwd=tmp_path,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[0] == (
-        "configuration OK: no file given (--config FILE), so only the defaults were checked"
-    )
+    assert done.returncode == 2, done.stderr
+    assert "configuration OK" not in done.stdout
+    for place in ("--config", "$IMPRINT_CONFIG", "/etc/imprint/imprint.toml"):
+        assert place in done.stderr, done.stderr
     assert not list(tmp_path.iterdir()), "check-config wrote nothing"
 
 

@@ -33,6 +33,7 @@ def imprint(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
 async def test_leases_lists_what_the_store_holds_scoped_and_filtered(tmp_path: Path) -> None:
     cfg = tmp_path / "imprint.toml"
     cfg.write_text(FULL)
+    assert imprint(cfg, "db", "init").returncode == 0
     for tid, mac, where in (("a", MAC_A, "Room 1"), ("b", MAC_B, "Lobby")):
         assert imprint(cfg, "tenants", "create", "--id", tid, "--name", tid).returncode == 0
         r = imprint(cfg, "devices", "add", "--tenant", tid, "--mac", mac, "--location", where)
@@ -90,7 +91,7 @@ async def test_leases_lists_what_the_store_holds_scoped_and_filtered(tmp_path: P
     r = imprint(cfg, "leases", "--mac", "zz")
     assert r.returncode == 1 and "zz" in r.stderr
     r = imprint(cfg, "leases", "--limit", "0")
-    assert r.returncode == 1 and "limit must be between 1 and 1000" in r.stderr
+    assert r.returncode == 2 and "between 1 and 1000" in r.stderr  # a usage error
     r = imprint(cfg, "leases", "--state", "gone")
     assert r.returncode == 2 and "invalid choice" in r.stderr
 
