@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 from pydantic import BaseModel
 
@@ -67,11 +68,14 @@ async def read_form(
 ) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
     """A form post's fields (`request.post()`), or BodyError (400 and what to fix) when the body
     cannot be read as the form its Content-Type names: multipart without a boundary or without
-    its parts, text that is not in its charset, a charset Python does not know. aiohttp raises
-    ValueError or LookupError for these, which would otherwise be a 500."""
+    its parts, text that is not in its charset, a charset Python does not know, a part whose
+    header lines do not parse. aiohttp raises ValueError or LookupError for these, and its own
+    HttpProcessingError (InvalidHeader, BadHttpMessage) for a part's headers, which would
+    otherwise be a 500."""
     try:
         return await request.post()
-    except (ValueError, LookupError) as e:  # UnicodeDecodeError is a ValueError
+    # UnicodeDecodeError is a ValueError
+    except (ValueError, LookupError, HttpProcessingError) as e:
         raise BodyError(
             f"the form could not be read ({e}): send it as application/x-www-form-urlencoded "
             "in UTF-8, or as multipart/form-data with its boundary"

@@ -17,6 +17,13 @@ from tests.helpers.ui import UiClient, db_snapshot
 
 PASSWORD = "correct horse battery staple"
 FORM = "application/x-www-form-urlencoded"
+MULTIPART_BAD_HEADER = (
+    b'--xyz\r\nContent-Disposition\xc6 form-data; name="id"\r\n\r\na\r\n--xyz--\r\n'
+)
+MULTIPART_TWICE = (
+    b'--xyz\r\nContent-Disposition: form-data; name="id"\r\nContent-Type: text/plain\r\n'
+    b"Content-Type: text/plain\r\n\r\na\r\n--xyz--\r\n"
+)
 MULTIPART_PART = b'--xyz\r\nContent-Disposition: form-data; name="id"\r\n\r\n\xff\r\n--xyz--\r\n'
 
 BROKEN = [
@@ -25,8 +32,20 @@ BROKEN = [
     ("multipart/form-data; boundary=xyz", MULTIPART_PART),  # a part that is not UTF-8
     (FORM, b"id=\xff\xfe&name=x"),  # not UTF-8
     (FORM + "; charset=nope", b"id=a&name=b"),  # a charset Python does not know
+    # Found by bench/reliability/fuzz.py: a part's header line that is not `Name: value`, and
+    # one header given twice, raise aiohttp's HttpProcessingError, which is no ValueError.
+    ("multipart/form-data; boundary=xyz", MULTIPART_BAD_HEADER),
+    ("multipart/form-data; boundary=xyz", MULTIPART_TWICE),
 ]
-IDS = ["multipart-no-boundary", "multipart-garbage", "multipart-bad-utf8", "bad-utf8", "charset"]
+IDS = [
+    "multipart-no-boundary",
+    "multipart-garbage",
+    "multipart-bad-utf8",
+    "bad-utf8",
+    "charset",
+    "multipart-bad-part-header",
+    "multipart-duplicate-part-header",
+]
 
 
 async def post(api: Api, path: str, ctype: str, data: bytes, **kw: object) -> tuple[int, str]:
