@@ -1,0 +1,518 @@
+"""SIGKILL the real server at an observed point and restart it on the same file (issue 17).
+
+What the crash tests (tests/integration/registry/test_crash_import.py,
+tests/integration/provisioning/test_crash_codes.py and test_crash_redeem.py) and the bench
+(bench/reliability/crash.py) share: an `Instance` (a temporary state dir and config, `imprint
+serve` started as a subprocess over it, plain HTTP on loopback), a request sent over a raw
+socket with the server killed at the point a `mode` asks for, and the probes that observe that
+point from outside: a second SQLite connection trying `BEGIN IMMEDIATE` (it fails while a write
+transaction holds the lock) and the growth of the `-wal` file (how far the transaction got).
+
+Nothing here asserts with pytest: a broken expectation raises `CrashProbeError` (an
+AssertionError, so a test fails on it), and the checks that make a probe's verdict are returned
+as data for the caller to assert (tests) or count (the bench).
+"""
+
+from __future__ import annotations
+
+import csv
+import http.client
+import io
+import json
+import os
+import re
+import select
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.helpers.proc import clean_env, free_port
+from tests.helpers.reliability import count_tracebacks, rss_kb
+from tests.helpers.server import imprint_argv
+
+DEADLINE_S = 60.0
+
+
+class CrashProbeError(AssertionError):
+    """The probe could not do what it set out to (the server would not start, no response...)."""
+
+
+class RestartFailed(CrashProbeError):
+    """The server exited on start or never got ready: a crash, in a probe's report."""
+
+
+def build_csv(n: int, first: int = 0) -> bytes:
+    """An import file of `n` devices with MACs 02:00:xx:xx:xx:xx numbered from `first`."""
+    lines = ["MAC ID,Location"]
+    for i in range(first, first + n):
+        lines.append(f"{mac_of(i)},Room {i}")
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def mac_of(i: int) -> str:
+    b = i.to_bytes(4, "big")
+    return f"02:00:{b[0]:02x}:{b[1]:02x}:{b[2]:02x}:{b[3]:02x}"
+
+
+def http_call(
+    port: int,
+    method: str,
+    path: str,
+    token: str | None = None,
+    body: bytes | None = None,
+    *,
+    content_type: str = "application/json",
+    source: str | None = None,
+    timeout: float = 30,
+) -> tuple[int, bytes]:
+    """One request on a fresh loopback connection (from `source` when given: any 127/8 address)."""
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=timeout, source_address=(source, 0) if source else None
+    )
+    headers = {"Content-Type": content_type} if body is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@dataclass
+class Instance:
+    """One state dir and config; the server process is started and killed around it."""
+
+    root: Path
+    port: int
+    cfg: Path
+    db: Path
+    token: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    crashes: int = 0  # starts that failed (the server exited or never got ready)
+
+    @classmethod
+    def create(cls, root: Path, extra_toml: str = "") -> Instance:
+        root.mkdir(parents=True)
+        port = free_port()
+        cfg = root / "imprint.toml"
+        cfg.write_text(
+            '[store]\npath = "state/imprint.db"\npoll_interval_s = 0.2\n'
+            f'[http]\nhost = "127.0.0.1"\nport = {port}\n'
+            # Plain HTTP on loopback: the probes are about the store, not TLS.
+            '[tls]\nenabled = false\n[log]\nlevel = "WARNING"\n' + extra_toml,
+            encoding="utf-8",
+        )
+        inst = cls(root, port, cfg, root / "state" / "imprint.db")
+        inst.token = subprocess.run(
+            [*imprint_argv(), "tokens", "create", "--role", "operator", "--config", str(cfg)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_env(),
+        ).stdout.strip()
+        if not inst.token.startswith("imp_"):
+            raise CrashProbeError(f"no operator token: {inst.token!r}")
+        return inst
+
+    @property
+    def wal(self) -> Path:
+        return self.db.with_name(self.db.name + "-wal")
+
+    @property
+    def key_file(self) -> Path:
+        """The codes' key (server/config.py `codes_key_file`: next to the store by default)."""
+        return self.db.parent / "imprint-codes.key"
+
+    def wal_size(self) -> int:
+        try:
+            return self.wal.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise CrashProbeError("the server is not running")
+        return self.proc.pid
+
+    def rss_kb(self) -> int | None:
+        return rss_kb(self.pid) if self.proc is not None else None
+
+    def start(self) -> None:
+        self.starts += 1
+        log = (self.root / f"server-{self.starts}.log").open("wb")
+        try:
+            self.proc = subprocess.Popen(
+                [*imprint_argv(), "serve", "--config", str(self.cfg)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=clean_env(),
+            )
+        finally:
+            log.close()  # the child holds its own descriptor
+        end = time.monotonic() + DEADLINE_S
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                self.crashes += 1
+                self.proc = None
+                raise RestartFailed(f"server exited on start: {self.log_tail()}")
+            try:
+                if http_call(self.port, "GET", "/readyz", timeout=5)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.crashes += 1
+        self.ensure_dead()
+        raise RestartFailed(f"server not ready within {DEADLINE_S} s: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return (self.root / f"server-{self.starts}.log").read_text(errors="replace")[-2000:]
+
+    def log_text(self) -> str:
+        """Every start's log, in order."""
+        return "".join(
+            (self.root / f"server-{i}.log").read_text(errors="replace")
+            for i in range(1, self.starts + 1)
+        )
+
+    def tracebacks(self) -> int:
+        return count_tracebacks(self.log_text())
+
+    def sigkill(self) -> float:
+        """SIGKILL the server and reap it; returns the wall-clock time of the kill."""
+        assert self.proc is not None
+        at = time.time()
+        os.kill(self.proc.pid, signal.SIGKILL)
+        if self.proc.wait(timeout=30) != -signal.SIGKILL:
+            raise CrashProbeError(f"server exited with {self.proc.returncode}, not by SIGKILL")
+        self.proc = None
+        return at
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM) so the database is closed before we open it ourselves."""
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise CrashProbeError("server did not stop within 30 s of SIGTERM") from None
+        finally:
+            self.proc = None
+
+    def ensure_dead(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    # ---- the API, as the operator -------------------------------------------------------------
+
+    def api(
+        self, method: str, path: str, body: Any = None, *, content_type: str = "application/json"
+    ) -> tuple[int, bytes]:
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        return http_call(
+            self.port, method, path, self.token, data, content_type=content_type, timeout=120
+        )
+
+    def create_tenant(self, tenant: str) -> None:
+        status, body = self.api("POST", "/api/v1/tenants", {"id": tenant, "name": f"{tenant} Ltd"})
+        if status != 201:
+            raise CrashProbeError(f"tenant: HTTP {status} {body[:200]!r}")
+
+    def import_devices(self, tenant: str, csv: bytes) -> int:
+        status, body = self.api(
+            "POST", f"/api/v1/tenants/{tenant}/devices/import", csv, content_type="text/csv"
+        )
+        if status != 201:
+            raise CrashProbeError(f"import: HTTP {status} {body[:200]!r}")
+        return int(json.loads(body)["created"])
+
+    def issue_all_codes(self, tenant: str) -> dict[str, str]:
+        status, body = self.api(
+            "POST",
+            f"/api/v1/tenants/{tenant}/verification-codes",
+            {"all_awaiting_activation": True},
+        )
+        if status != 201:
+            raise CrashProbeError(f"codes: HTTP {status} {body[:200]!r}")
+        return {c["mac"]: c["code"] for c in json.loads(body)}
+
+    def device_count(self, tenant: str, state: str | None = None) -> int:
+        query = f"&state={state}" if state else ""
+        status, body = self.api("GET", f"/api/v1/tenants/{tenant}/devices?limit=1{query}")
+        if status != 200:
+            raise CrashProbeError(f"device list: HTTP {status} {body[:200]!r}")
+        return int(json.loads(body)["count"])
+
+    def index_count(self, state: str) -> int:
+        """How many devices the in-memory index (what DHCP/mDNS read) holds in `state`."""
+        status, body = http_call(self.port, "GET", "/metrics")
+        if status != 200:
+            raise CrashProbeError(f"/metrics: HTTP {status}")
+        m = re.search(rb'^imprint_devices\{state="%s"\} (\d+)$' % state.encode(), body, re.M)
+        return int(m.group(1)) if m else 0
+
+    def export_codes(self, tenant: str) -> dict[str, str]:
+        """mac -> the code the export shows ('' for none) for every device of `tenant`."""
+        status, body = self.api("GET", f"/api/v1/tenants/{tenant}/devices/export.csv")
+        if status != 200:
+            raise CrashProbeError(f"export: HTTP {status} {body[:200]!r}")
+        rows = csv.reader(io.StringIO(body.decode("utf-8-sig")))
+        head = next(rows)
+        mac_col, code_col = head.index("MAC ID"), head.index("Verification code")
+        return {r[mac_col]: r[code_col] for r in rows}
+
+    @contextmanager
+    def sqlite(self) -> Iterator[sqlite3.Connection]:
+        """Our own connection to the file, for a stopped server (its close checkpoints the WAL)."""
+        if self.proc is not None:
+            raise CrashProbeError("stop the server before opening its database")
+        db = sqlite3.connect(self.db, isolation_level=None)
+        try:
+            yield db
+        finally:
+            db.close()
+
+
+def integrity(db: sqlite3.Connection) -> tuple[str, int]:
+    """(`PRAGMA integrity_check`'s answer, foreign-key violations)."""
+    return (
+        str(db.execute("PRAGMA integrity_check").fetchone()[0]),
+        len(db.execute("PRAGMA foreign_key_check").fetchall()),
+    )
+
+
+def write_lock_held(db: Path) -> bool:
+    """True if another connection holds the write lock (i.e. a write transaction is open).
+
+    Closed again before the caller kills the server, so the server stays the process that
+    recovers the WAL on restart (a last-connection close would checkpoint it for us).
+    """
+    probe = sqlite3.connect(db, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e) or "busy" in str(e):
+            return True
+        raise
+    else:
+        probe.execute("ROLLBACK")
+        return False
+    finally:
+        probe.close()
+
+
+@dataclass
+class Kill:
+    """What was observed at the moment of the kill."""
+
+    phase: str  # "before transaction", "in transaction" or "after response"
+    wal_growth: int
+    status: int | None = None  # the HTTP status if the response had arrived
+    body: bytes = field(default=b"", repr=False)  # its body
+    at: float = 0.0  # wall-clock time of the kill
+    lock_seen: bool = False  # the write lock was seen held at some point before the kill
+
+
+BEFORE_TX, IN_TX, AFTER_RESPONSE = "before transaction", "in transaction", "after response"
+
+# The kill points `send_then_kill` knows:
+# "response": once the whole response has arrived;
+# "early": `delay` seconds after the request is sent (parsing, reading, minting: the probe below
+#   says whether a write transaction had begun);
+# "tx": once the -wal has grown by `fraction` of `wal_full` (what the whole operation writes)
+#   while the write lock is held.
+MODES = ("response", "early", "tx")
+
+
+def send_then_kill(
+    inst: Instance,
+    method: str,
+    path: str,
+    body: bytes,
+    mode: str,
+    *,
+    content_type: str = "application/json",
+    wal_full: int = 0,
+    fraction: float = 0.0,
+    delay: float = 0.05,
+) -> Kill:
+    """Send one request over a raw socket and SIGKILL the server at the point `mode` asks for.
+
+    A response that arrives before the asked-for point still ends it: the kill then lands
+    after the response, and `phase` says so.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is not one of {MODES}")
+    base = inst.wal_size()
+    head = (
+        f"{method} {path} HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{inst.port}\r\nAuthorization: Bearer {inst.token}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    lock_seen = False
+    with socket.create_connection(("127.0.0.1", inst.port), timeout=DEADLINE_S) as sock:
+        sock.sendall(head + body)
+        if mode == "early":
+            time.sleep(delay)
+            held = write_lock_held(inst.db)
+            growth = inst.wal_size() - base
+            if not held and select.select([sock], [], [], 0)[0]:
+                status, data = read_response(sock)
+                return Kill(AFTER_RESPONSE, growth, status, data, inst.sigkill())
+            return Kill(IN_TX if held else BEFORE_TX, growth, None, b"", inst.sigkill(), held)
+        end = time.monotonic() + DEADLINE_S
+        while time.monotonic() < end:
+            readable, _, _ = select.select([sock], [], [], 0.002)
+            if readable:
+                status, data = read_response(sock)
+                growth = inst.wal_size() - base
+                return Kill(AFTER_RESPONSE, growth, status, data, inst.sigkill(), lock_seen)
+            growth = inst.wal_size() - base
+            if mode == "tx" and growth >= fraction * wal_full:
+                if write_lock_held(inst.db):
+                    return Kill(IN_TX, growth, None, b"", inst.sigkill(), True)
+            elif mode == "response" and not lock_seen:
+                lock_seen = write_lock_held(inst.db)
+        raise CrashProbeError(f"no response and no kill point within {DEADLINE_S} s")
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """The status and body of an HTTP/1.1 response with a Content-Length (or to EOF)."""
+    data = b""
+    end = time.monotonic() + DEADLINE_S
+    while b"\r\n\r\n" not in data and time.monotonic() < end:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    m = re.match(rb"HTTP/1\.1 (\d{3}) ", data)
+    if not m:
+        raise CrashProbeError(f"not an HTTP response: {data[:200]!r}")
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)
+    want = int(length.group(1)) if length else None
+    parts = [rest]
+    got = len(rest)
+    while (want is None or got < want) and time.monotonic() < end:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return int(m.group(1)), b"".join(parts)
+
+
+@dataclass
+class Timer:
+    """Wall time of a probe, for the reports (never asserted)."""
+
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def seconds(self) -> float:
+        return round(time.monotonic() - self.started, 2)
+
+
+# ---- probe 1: a bulk CSV import ---------------------------------------------------------------
+
+
+@dataclass
+class ImportCheck:
+    """What a restart on the crashed file shows of one import into an empty tenant."""
+
+    api_count: int
+    index_count: int
+    db_devices: int
+    db_changes: int
+    db_audit: int
+    integrity: str
+    fk_violations: int
+    rss_kb: int | None = None  # the restarted server's
+
+
+def inspect_import(inst: Instance, tenant: str) -> ImportCheck:
+    """Restart on the crashed file, read what the server sees, stop it, then check the file."""
+    inst.start()
+    api_count = inst.device_count(tenant)
+    index_count = inst.index_count("awaiting_activation")
+    rss = inst.rss_kb()
+    inst.stop()
+    with inst.sqlite() as db:
+
+        def one(sql: str, *params: str) -> int:
+            return int(db.execute(sql, params).fetchone()[0])
+
+        ok, fk = integrity(db)
+        return ImportCheck(
+            api_count=api_count,
+            index_count=index_count,
+            db_devices=one("SELECT count(*) FROM devices WHERE tenant_id = ?", tenant),
+            db_changes=one("SELECT count(*) FROM registry_changes"),
+            db_audit=one("SELECT count(*) FROM audit WHERE action = 'device.import'"),
+            integrity=ok,
+            fk_violations=fk,
+            rss_kb=rss,
+        )
+
+
+@dataclass
+class ImportRound:
+    kill: Kill
+    check: ImportCheck
+    wal_at_kill: int  # -wal growth from the request to the kill
+    crashes: int
+    tracebacks: int
+    rss_before_kb: int | None
+    rss_after_kb: int | None
+
+
+def import_round(
+    root: Path,
+    tenant: str,
+    body: bytes,
+    mode: str,
+    wal_full: int = 0,
+    fraction: float = 0.0,
+) -> ImportRound:
+    """A fresh server and tenant, one import of `body` killed at `mode`, and the restart."""
+    inst = Instance.create(root)
+    try:
+        inst.start()
+        inst.create_tenant(tenant)
+        rss_before = inst.rss_kb()
+        base = inst.wal_size()
+        kill = send_then_kill(
+            inst,
+            "POST",
+            f"/api/v1/tenants/{tenant}/devices/import",
+            body,
+            mode,
+            content_type="text/csv",
+            wal_full=wal_full,
+            fraction=fraction,
+        )
+        wal_at_kill = inst.wal_size() - base
+        check = inspect_import(inst, tenant)
+    finally:
+        inst.ensure_dead()
+    return ImportRound(
+        kill, check, wal_at_kill, inst.crashes, inst.tracebacks(), rss_before, check.rss_kb
+    )
