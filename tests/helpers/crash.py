@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -515,4 +516,191 @@ def import_round(
         inst.ensure_dead()
     return ImportRound(
         kill, check, wal_at_kill, inst.crashes, inst.tracebacks(), rss_before, check.rss_kb
+    )
+
+
+# ---- probe 2: bulk code generation, and the export --------------------------------------------
+
+# (label, mode, fraction): kill points of one round, in order, on the same file.
+CODES_PLAN: tuple[tuple[str, str, float], ...] = (
+    ("after 201", "response", 0.0),
+    ("before tx", "early", 0.0),
+    ("early in tx", "tx", 0.25),
+    ("near commit", "tx", 0.9),
+    ("during export", "export", 0.0),
+)
+
+
+@dataclass
+class CodesCheck:
+    """What a restart on the crashed file shows of one generation for every device of a tenant."""
+
+    label: str
+    kill: Kill
+    devices: int
+    old: int  # devices the export shows the code they had before the request
+    new: int  # devices the export shows another code
+    none: int  # devices the export shows no code
+    as_answered: int | None  # after a 201: devices whose exported code is the one it gave
+    valid: int  # exported codes the store would accept: digest matches, unused, unexpired
+    generations: int  # distinct codes.created_at of the tenant's codes (each batch has one)
+    audit: int  # code.generate entries of the tenant
+    audit_before: int
+    api_awaiting: int  # devices awaiting activation, as the API counts them
+    index_awaiting: int  # ... and the in-memory index (/metrics)
+    integrity: str
+    fk_violations: int
+    rss_kb: int | None
+    exported: dict[str, str] = field(repr=False, default_factory=dict)
+
+    @property
+    def landed(self) -> str:
+        """ "all": every device has a new code; "none": every device kept its old one."""
+        if self.new == self.devices:
+            return "all"
+        if self.old == self.devices:
+            return "none"
+        return "partial"
+
+    @property
+    def audit_consistent(self) -> bool:
+        """One code.generate entry per device for a batch that landed, none for one that did not."""
+        return self.audit == self.audit_before + (self.devices if self.landed == "all" else 0)
+
+
+def inspect_codes(
+    inst: Instance,
+    tenant: str,
+    label: str,
+    kill: Kill,
+    before: dict[str, str],
+    answered: dict[str, str] | None,
+    audit_before: int,
+) -> CodesCheck:
+    """Restart on the crashed file, export the codes, stop, then check them against the file."""
+    from server.provisioning.codes import CodeVault, normalize_code
+    from server.registry.model import iso
+
+    inst.start()
+    exported = inst.export_codes(tenant)
+    api_awaiting = inst.device_count(tenant, "awaiting_activation")
+    index_awaiting = inst.index_count("awaiting_activation")
+    rss = inst.rss_kb()
+    inst.stop()
+    vault = CodeVault(inst.key_file.read_bytes())
+    now = iso(datetime.now(UTC))
+    with inst.sqlite() as db:
+        stored = {
+            mac: (bytes(digest), created, expires, used, failed)
+            for mac, digest, created, expires, used, failed in db.execute(
+                "SELECT c.mac, c.digest, c.created_at, c.expires_at, c.used_at, "
+                "c.failed_attempts FROM codes c JOIN devices d ON d.mac = c.mac "
+                "WHERE d.tenant_id = ?",
+                (tenant,),
+            )
+        }
+        audit = int(
+            db.execute(
+                "SELECT count(*) FROM audit WHERE action = 'code.generate' AND tenant_id = ?",
+                (tenant,),
+            ).fetchone()[0]
+        )
+        ok, fk = integrity(db)
+    valid = 0
+    for mac, code in exported.items():
+        row = stored.get(mac)
+        if code and row is not None:
+            digest, _, expires, used, failed = row
+            if vault.matches(mac, normalize_code(code), digest) and used is None and not failed:
+                valid += expires > now
+    return CodesCheck(
+        label=label,
+        kill=kill,
+        devices=len(before),
+        old=sum(exported.get(m) == c for m, c in before.items()),
+        new=sum(exported.get(m) not in ("", None, c) for m, c in before.items()),
+        none=sum(not exported.get(m) for m in before),
+        as_answered=(
+            None if answered is None else sum(exported.get(m) == c for m, c in answered.items())
+        ),
+        valid=valid,
+        generations=len({row[1] for row in stored.values()}),
+        audit=audit,
+        audit_before=audit_before,
+        api_awaiting=api_awaiting,
+        index_awaiting=index_awaiting,
+        integrity=ok,
+        fk_violations=fk,
+        rss_kb=rss,
+        exported=exported,
+    )
+
+
+@dataclass
+class CodesRound:
+    checks: list[CodesCheck]
+    wal_full: int  # what a whole generation wrote to the -wal (from the round's 201)
+    redeemed: int | None  # HTTP status of a code entry with an exported code, at the end
+    crashes: int
+    tracebacks: int
+    rss_before_kb: int | None
+    rss_after_kb: int | None
+
+
+def codes_round(
+    root: Path, tenant: str, devices: int, plan: tuple[tuple[str, str, float], ...] = CODES_PLAN
+) -> CodesRound:
+    """`devices` devices with codes, then one generation for all of them per kill point of
+    `plan` (or an export, for "export"), each killed there and restarted on the same file."""
+    inst = Instance.create(root)
+    checks: list[CodesCheck] = []
+    wal_full = 0
+    redeemed = None
+    codes_path = f"/api/v1/tenants/{tenant}/verification-codes"
+    body = json.dumps({"all_awaiting_activation": True}).encode()
+    try:
+        inst.start()
+        inst.create_tenant(tenant)
+        inst.import_devices(tenant, build_csv(devices))
+        current = inst.issue_all_codes(tenant)
+        rss_before = inst.rss_kb()
+        inst.stop()
+        with inst.sqlite() as db:
+            audit = int(
+                db.execute("SELECT count(*) FROM audit WHERE action = 'code.generate'").fetchone()[
+                    0
+                ]
+            )
+        for label, mode, fraction in plan:
+            # The last close checkpointed and removed the -wal: its growth is this request's.
+            inst.start()
+            base = inst.wal_size()
+            if mode == "export":
+                kill = send_then_kill(
+                    inst, "GET", f"/api/v1/tenants/{tenant}/devices/export.csv", b"", "early"
+                )
+            else:
+                kill = send_then_kill(
+                    inst, "POST", codes_path, body, mode, wal_full=wal_full, fraction=fraction
+                )
+            wal_at_kill = inst.wal_size() - base
+            answered = None
+            if mode != "export" and kill.status == 201:
+                answered = {c["mac"]: c["code"] for c in json.loads(kill.body)}
+                wal_full = wal_full or wal_at_kill
+            check = inspect_codes(inst, tenant, label, kill, current, answered, audit)
+            checks.append(check)
+            current, audit = check.exported, check.audit
+        # A code from the last export works at the door.
+        inst.start()
+        mac, code = next((m, c) for m, c in current.items() if c)
+        redeemed = http_call(
+            inst.port, "POST", "/provision", body=json.dumps({"mac": mac, "code": code}).encode()
+        )[0]
+        rss_after = inst.rss_kb()
+        inst.stop()
+    finally:
+        inst.ensure_dead()
+    return CodesRound(
+        checks, wal_full, redeemed, inst.crashes, inst.tracebacks(), rss_before, rss_after
     )
