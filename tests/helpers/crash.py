@@ -704,3 +704,359 @@ def codes_round(
     return CodesRound(
         checks, wal_full, redeemed, inst.crashes, inst.tracebacks(), rss_before, rss_after
     )
+
+
+# ---- probe 3: a redemption storm --------------------------------------------------------------
+
+# Every entry of the storm comes from its own loopback address, so neither the per-source limit
+# nor the failure limiter has a say; raised anyway, so a shared source would not be refused.
+PROVISION_UNLIMITED = "[provision]\nrate_per_source = 1e9\nburst_per_source = 1e9\n"
+
+
+def source_of(client: int, device: int) -> str:
+    """The loopback address client `client` (1: the device's own, 2: a racer) enters from."""
+    return f"127.{client}.{device // 250}.{device % 250 + 1}"
+
+
+@dataclass
+class Entry:
+    """One client's entry of a device's code, and what it got back before the kill."""
+
+    mac: str
+    code: str
+    source: str
+    drop: bool = False  # the client never reads the answer (lost on the way back)
+    sent: bool = False  # the request was written to a connected socket
+    status: int | None = None
+    secret: str | None = None
+
+
+def enter_code(port: int, mac: str, code: str, source: str) -> tuple[int, dict[str, Any]]:
+    status, raw = http_call(
+        port,
+        "POST",
+        "/provision",
+        body=json.dumps({"mac": mac, "code": code}).encode(),
+        source=source,
+    )
+    return status, json.loads(raw) if raw else {}
+
+
+def _storm(inst: Instance, entries: list[Entry], workers: int, kill_after: int) -> float:
+    """Enter every entry's code from `workers` threads; SIGKILL the server once `kill_after`
+    entries got a 200 (or all were answered). Returns the kill's wall-clock time."""
+    import threading
+
+    lock = threading.Condition()
+    todo = iter(entries)
+    killed = threading.Event()
+    held: list[socket.socket] = []  # the connections of entries whose answer is never read
+    acked = 0
+    answered = 0
+
+    def one(e: Entry) -> None:
+        nonlocal acked, answered
+        if e.drop:
+            body = json.dumps({"mac": e.mac, "code": e.code}).encode()
+            sock = socket.socket()
+            try:
+                sock.bind((e.source, 0))
+                sock.connect(("127.0.0.1", inst.port))
+                sock.sendall(
+                    b"POST /provision HTTP/1.1\r\nHost: imprint\r\n"
+                    b"Content-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+            except OSError:
+                sock.close()
+                return
+            e.sent = True
+            with lock:
+                held.append(sock)
+                answered += 1
+                lock.notify()
+            return
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", inst.port, timeout=30, source_address=(e.source, 0)
+        )
+        try:
+            conn.connect()
+            conn.request(
+                "POST",
+                "/provision",
+                body=json.dumps({"mac": e.mac, "code": e.code}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            e.sent = True
+            resp = conn.getresponse()
+            raw = resp.read()
+            e.status = resp.status
+            if resp.status == 200:
+                e.secret = json.loads(raw)["client_secret"]
+        except (OSError, http.client.HTTPException):
+            pass  # refused, reset or cut by the kill: no answer
+        finally:
+            conn.close()
+        with lock:
+            answered += 1
+            acked += e.status == 200
+            lock.notify()
+
+    def worker() -> None:
+        while not killed.is_set():
+            with lock:
+                e = next(todo, None)
+            if e is None:
+                return
+            one(e)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    with lock:
+        if not lock.wait_for(
+            lambda: acked >= kill_after or answered == len(entries), timeout=DEADLINE_S
+        ):
+            raise CrashProbeError(f"only {acked} of {kill_after} entries answered in time")
+    at = inst.sigkill()
+    killed.set()
+    for t in threads:
+        t.join(timeout=DEADLINE_S)
+    for sock in held:
+        sock.close()
+    return at
+
+
+@dataclass
+class StormRound:
+    """A redemption storm cut by a SIGKILL, the restart, and every device completed after it."""
+
+    devices: int
+    entries: int  # code entries planned (some devices are entered by two clients at once)
+    sent: int  # entries sent before the kill
+    acked: int  # devices whose client got a 200 with credentials before the kill
+    intact: int  # ... of them, provisioned after the restart with exactly those credentials
+    lost: list[str]  # acked devices not provisioned, or not with the credentials they got
+    double: list[str]  # devices two clients got a 200 for, or with more than one success audited
+    unexpected: list[tuple[str, int]]  # answers before the kill other than 200 and a racer's 409
+    response_lost: int  # provisioned after the restart though no client read its 200
+    not_committed: int  # sent, unanswered, and still awaiting activation with a valid code
+    unsent: int  # devices no entry reached before the kill
+    inconsistent: list[str]  # where the API, index, codes, audit and change feed disagree
+    other_source: int | None  # a lost-response device's code from another address: status
+    completed: int  # devices provisioned once every unanswered one entered its code again
+    retries: int  # of those entries, the ones answered as a retry (provision.retry audited)
+    final_problems: list[str]  # what the store says after them, if not all right
+    integrity: str  # after the kill
+    final_integrity: str
+    kill_at: float
+    crashes: int = 0
+    tracebacks: int = 0
+    rss_before_kb: int | None = None
+    rss_after_kb: int | None = None
+
+
+@dataclass
+class _Device:
+    state: str
+    secret_hash: bytes | None
+    source: str | None
+    used_at: str | None
+    successes: int
+    retries: int
+    changes: int
+
+
+def _read_devices(inst: Instance, tenant: str) -> tuple[dict[str, _Device], str]:
+    with inst.sqlite() as db:
+        rows = {
+            mac: _Device(state, bytes(h) if h is not None else None, src, used, 0, 0, 0)
+            for mac, state, h, src, used in db.execute(
+                "SELECT d.mac, d.state, d.client_secret_hash, d.provisioned_from, c.used_at "
+                "FROM devices d LEFT JOIN codes c ON c.mac = d.mac WHERE d.tenant_id = ?",
+                (tenant,),
+            )
+        }
+        for mac, action, n in db.execute(
+            "SELECT target, action, count(*) FROM audit WHERE action IN "
+            "('provision.success', 'provision.retry') AND tenant_id = ? GROUP BY target, action",
+            (tenant,),
+        ):
+            if action == "provision.success":
+                rows[mac].successes = n
+            else:
+                rows[mac].retries = n
+        for mac, n in db.execute("SELECT mac, count(*) FROM registry_changes GROUP BY mac"):
+            if mac in rows:
+                rows[mac].changes = n
+        ok, fk = integrity(db)
+    return rows, ok if fk == 0 else f"{ok}; {fk} foreign-key violations"
+
+
+def _consistency(rows: dict[str, _Device], api: int, index: int) -> list[str]:
+    """Where the views of who is provisioned disagree (empty when they all agree)."""
+    out = []
+    provisioned = {m for m, d in rows.items() if d.state == "awaiting_sign_in"}
+    if {m for m, d in rows.items() if d.used_at is not None} != provisioned:
+        out.append("devices with a used code != provisioned devices")
+    if {m for m, d in rows.items() if d.successes} != provisioned:
+        out.append("devices with provision.success audited != provisioned devices")
+    if any(d.secret_hash is None for m, d in rows.items() if m in provisioned):
+        out.append("a provisioned device has no client secret")
+    # One change from the import, one from the provisioning.
+    if any(d.changes != 1 + (m in provisioned) for m, d in rows.items()):
+        out.append("change feed entries != 1 + provisioned")
+    if (api, index) != (len(provisioned), len(provisioned)):
+        out.append(f"API {api} / index {index} provisioned, store {len(provisioned)}")
+    return out
+
+
+def storm_round(
+    root: Path,
+    tenant: str,
+    devices: int,
+    *,
+    workers: int = 32,
+    kill_after: float = 0.5,
+    race_every: int = 10,
+    drop_every: int = 40,
+) -> StormRound:
+    """`devices` devices with codes entered at once from `workers` threads, each device from its
+    own address (every `race_every`th also from a second address at the same moment, every
+    `drop_every`th never reading its answer); SIGKILL once `kill_after` of the devices got a
+    200. Then: the restart's view, every device without an answer entering its code again from
+    the address it used, and the store's view after that."""
+    from server.provisioning.redeem import RETRY_MIN_GAP_S
+    from server.registry.model import token_digest
+
+    inst = Instance.create(root, PROVISION_UNLIMITED)
+    try:
+        inst.start()
+        inst.create_tenant(tenant)
+        inst.import_devices(tenant, build_csv(devices))
+        codes = inst.issue_all_codes(tenant)
+        entries: list[Entry] = []
+        by_mac: dict[str, list[Entry]] = {}
+        for i in range(devices):
+            mac = mac_of(i)
+            mine = [
+                Entry(
+                    mac, codes[mac], source_of(1, i), drop=bool(drop_every) and i % drop_every == 7
+                )
+            ]
+            if race_every and i % race_every == 0:
+                mine.append(Entry(mac, codes[mac], source_of(2, i)))  # right behind: at once
+            by_mac[mac] = mine
+            entries += mine
+        rss_before = inst.rss_kb()
+        kill_at = _storm(inst, entries, workers, int(devices * kill_after))
+
+        wins = {m: [e for e in es if e.status == 200] for m, es in by_mac.items()}
+        acked = {m: w[0] for m, w in wins.items() if w}
+        double = [m for m, w in wins.items() if len(w) > 1]
+        unexpected = [
+            (e.mac, e.status)
+            for e in entries
+            if e.status is not None
+            and e.status != 200
+            and not (e.status == 409 and len(by_mac[e.mac]) > 1)
+        ]
+        # The restart on the crashed file: what the server sees, then what the file holds.
+        inst.start()
+        api = inst.device_count(tenant, "awaiting_sign_in")
+        index = inst.index_count("awaiting_sign_in")
+        inst.stop()
+        rows, ok = _read_devices(inst, tenant)
+        inconsistent = _consistency(rows, api, index)
+        lost = [
+            m
+            for m, e in acked.items()
+            if rows[m].state != "awaiting_sign_in"
+            or rows[m].secret_hash != token_digest(e.secret or "")
+        ]
+        double += [m for m, d in rows.items() if d.successes > 1 and m not in double]
+        provisioned = {m for m, d in rows.items() if d.state == "awaiting_sign_in"}
+        unacked = [m for m in by_mac if m not in acked]
+        sent = {m for m, es in by_mac.items() if any(e.sent for e in es)}
+        response_lost = [m for m in unacked if m in provisioned]
+        phantom = [m for m in response_lost if m not in sent]
+        if phantom:
+            inconsistent.append(f"{len(phantom)} devices provisioned that no entry reached")
+        wrong_source = [
+            m for m in provisioned if rows[m].source not in {e.source for e in by_mac[m]}
+        ]
+        if wrong_source:
+            inconsistent.append(f"{len(wrong_source)} devices provisioned from an unused address")
+
+        # Everyone without an answer enters the code again, from the address the store says
+        # it was redeemed from (the client that won), or its own when it was not redeemed.
+        inst.start()
+        time.sleep(max(0.0, kill_at + RETRY_MIN_GAP_S + 0.5 - time.time()))
+        other_source = None
+        if response_lost:
+            m = response_lost[0]
+            other = (
+                next(e.source for e in by_mac[m] if e.source != rows[m].source)
+                if len(by_mac[m]) > 1
+                else "127.3.0.1"
+            )
+            other_source = enter_code(inst.port, m, codes[m], other)[0]
+        final_secret = {m: e.secret for m, e in acked.items()}
+        retry_statuses: list[tuple[str, int]] = []
+        for m in unacked:
+            src = rows[m].source if m in provisioned else by_mac[m][0].source
+            assert src is not None
+            status, body = enter_code(inst.port, m, codes[m], src)
+            retry_statuses.append((m, status))
+            if status == 200:
+                final_secret[m] = body["client_secret"]
+        api = inst.device_count(tenant, "awaiting_sign_in")
+        index = inst.index_count("awaiting_sign_in")
+        rss_after = inst.rss_kb()
+        inst.stop()
+        after, final_ok = _read_devices(inst, tenant)
+        final_problems = _consistency(after, api, index)
+        if len(provisioned & set(after)) != len(provisioned):
+            final_problems.append("devices disappeared")
+        bad = [(m, s) for m, s in retry_statuses if s != 200]
+        if bad:
+            final_problems.append(f"{len(bad)} entries after the restart refused: {bad[:5]}")
+        if any(d.successes != 1 for d in after.values()):
+            final_problems.append("a device without exactly one provision.success")
+        stale = [
+            m
+            for m, d in after.items()
+            if m in final_secret and d.secret_hash != token_digest(final_secret[m] or "")
+        ]
+        if stale:
+            final_problems.append(f"{len(stale)} devices' stored secret is not their last one")
+        retried = sum(d.retries for d in after.values())
+        if retried != len(response_lost):
+            final_problems.append(f"{retried} retries audited, {len(response_lost)} expected")
+    finally:
+        inst.ensure_dead()
+    return StormRound(
+        devices=devices,
+        entries=len(entries),
+        sent=sum(e.sent for e in entries),
+        acked=len(acked),
+        intact=len(acked) - len(lost),
+        lost=lost,
+        double=double,
+        unexpected=unexpected,
+        response_lost=len(response_lost),
+        not_committed=len([m for m in unacked if m in sent and m not in provisioned]),
+        unsent=len([m for m in by_mac if m not in sent]),
+        inconsistent=inconsistent,
+        other_source=other_source,
+        completed=sum(d.state == "awaiting_sign_in" for d in after.values()),
+        retries=retried,
+        final_problems=final_problems,
+        integrity=ok,
+        final_integrity=final_ok,
+        kill_at=kill_at,
+        crashes=inst.crashes,
+        tracebacks=inst.tracebacks(),
+        rss_before_kb=rss_before,
+        rss_after_kb=rss_after,
+    )
