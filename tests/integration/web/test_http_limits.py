@@ -8,6 +8,8 @@ refuses connections past the total and per-source caps, counting each."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -20,8 +22,10 @@ from server.web.limits import ConnectionGate, HttpListener, source_of
 REQUEST = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
 
 
-@pytest.fixture
-async def served() -> AsyncIterator[tuple[HttpListener, Registry]]:
+@contextlib.asynccontextmanager
+async def _listening(
+    head_timeout: float, keepalive_timeout: float
+) -> AsyncIterator[tuple[HttpListener, Registry]]:
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text="hi")
 
@@ -37,8 +41,8 @@ async def served() -> AsyncIterator[tuple[HttpListener, Registry]]:
         ssl_context=None,
         max_connections=3,
         max_connections_per_source=2,
-        head_timeout=0.5,
-        keepalive_timeout=0.8,
+        head_timeout=head_timeout,
+        keepalive_timeout=keepalive_timeout,
         metrics=metrics,
     )
     await listener.start()
@@ -47,6 +51,12 @@ async def served() -> AsyncIterator[tuple[HttpListener, Registry]]:
     finally:
         await listener.stop()
         await runner.cleanup()
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[HttpListener, Registry]]:
+    async with _listening(head_timeout=0.5, keepalive_timeout=0.8) as both:
+        yield both
 
 
 async def _connect(
@@ -90,6 +100,48 @@ async def test_an_idle_keepalive_connection_is_closed_after_its_timeout(
     writer.close()
     await asyncio.sleep(0.05)
     assert listener.gate.open == 0
+
+
+async def _drip_until_closed(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes, every: float
+) -> float:
+    """Send `data` one byte every `every` seconds until the server closes; seconds it took."""
+    started = time.monotonic()
+    closed = asyncio.ensure_future(reader.read())
+    for i in range(len(data)):
+        done, _ = await asyncio.wait({closed}, timeout=every)
+        if done:
+            break
+        with contextlib.suppress(ConnectionError):
+            writer.write(data[i : i + 1])
+            await writer.drain()
+    assert await asyncio.wait_for(closed, 5) == b"", "the dripped connection was not closed"
+    return time.monotonic() - started
+
+
+async def test_a_head_dripped_one_byte_a_second_is_still_closed_at_the_head_timeout() -> None:
+    # The classic slowloris: every byte is activity, but the head timeout is a deadline for the
+    # whole head, not an idle timer that each byte resets.
+    async with _listening(head_timeout=2.0, keepalive_timeout=30.0) as (listener, metrics):
+        reader, writer = await _connect(listener)
+        took = await _drip_until_closed(reader, writer, REQUEST[:8], every=1.0)
+        assert took >= 2.0 - 0.3
+        timeouts = metrics.get("imprint_http_head_timeouts_total")
+        assert timeouts is not None and timeouts.total() == 1  # type: ignore[attr-defined]
+        writer.close()
+        await asyncio.sleep(0.05)
+        assert listener.gate.open == 0
+
+
+async def test_a_later_head_dripped_one_byte_a_second_is_closed_at_the_keepalive_timeout() -> None:
+    async with _listening(head_timeout=30.0, keepalive_timeout=2.0) as (listener, _):
+        reader, writer = await _connect(listener)
+        assert (await _get(reader, writer)).startswith(b"HTTP/1.1 200")
+        took = await _drip_until_closed(reader, writer, REQUEST[:8], every=1.0)
+        assert took >= 2.0 - 0.3
+        writer.close()
+        await asyncio.sleep(0.05)
+        assert listener.gate.open == 0
 
 
 async def test_connections_past_the_per_source_cap_are_refused(
