@@ -16,8 +16,9 @@ them:
 - `idle-keepalive`: one complete GET /healthz, then nothing (closed by the keep-alive timeout);
 - `slow-body`: a complete head of `POST /ui/login` (public; the sign-in form is read whole
   before anything else) announcing a body of 1024 bytes, then one byte of body
-  every `--drip-s` seconds. The server has no body timeout; the probe waits `--body-wait` s
-  (default: past the longest configured timeout) and reports how many are still open.
+  every `--drip-s` seconds (closed by the body deadline: the head timeout, then 500 bytes a
+  second, server/web/limits.py). The probe waits up to `--body-wait` s (default: past the
+  longest configured timeout) and reports how many are still open then.
 
 For each: the server's VmRSS before and with all N open (per-connection cost = delta / N), how
 long after its idle time began each connection was closed (median and max) against the
@@ -239,7 +240,7 @@ def _probe_args(probe: str, drip_s: float) -> tuple[bool, bytes, bytes, bool, fl
     if probe == "idle-keepalive":
         return True, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", b"", True, keepalive
     if probe == "slow-body":
-        return True, BODY_HEAD, b"a", False, keepalive  # no body timeout: keep-alive's, at most
+        return True, BODY_HEAD, b"a", False, head  # the body deadline, at a drip's few bytes
     raise ValueError(probe)
 
 
