@@ -186,7 +186,7 @@ def reg(request: web.Request) -> Registry:
 # An integer query parameter is parsed to the store's 64-bit range or refused with 400 (a wider
 # value would reach SQLite and raise OverflowError: a 500). A value inside it but outside the
 # parameter's documented minimum/maximum breaks a rule of the operation: 422, like any Invalid
-# (limit, offset and before_id are checked by the registry, for every caller).
+# (the registry checks limit, offset and before_id for every caller; /discovered its limit).
 _WHOLE = re.compile(r"[+-]?[0-9]+")
 
 
@@ -196,7 +196,7 @@ def int_query(request: web.Request, name: str, default: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    # A length bound before int(): 20 digits and a sign hold every 64-bit value, and int()
+    # A length bound before int(): a sign and 20 digits hold every 64-bit value, and int()
     # of a very long string is slow (and past 4300 digits refused).
     if len(raw) <= 21 and _WHOLE.fullmatch(raw):
         value = int(raw)
