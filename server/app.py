@@ -68,7 +68,7 @@ from server.reload import install_sighup
 from server.store.sqlite import SqliteStore
 from server.web.errors import json_errors
 from server.web.keys import SERVICES, Services
-from server.web.limits import HttpListener
+from server.web.limits import MIN_BODY_RATE, HttpListener, body_deadline
 from server.web.routes import RouteTable, build_openapi
 
 log = logging.getLogger("imprint")
@@ -698,8 +698,9 @@ _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 
 
 def _setup_ops(app: web.Application) -> None:
-    """`imprint_build_info`, the HTTP latency histogram (outermost middleware) and the /metrics
-    handler (the imprint_* families with prometheus_client's process and GC collectors)."""
+    """`imprint_build_info`, the HTTP latency histogram (outermost middleware), the request body
+    deadline (server/web/limits.py) and the /metrics handler (the imprint_* families with
+    prometheus_client's process and GC collectors)."""
     metrics = app[SERVICES].metrics
     app[METRICS_HANDLER] = make_aiohttp_handler(scrape_registry(metrics))
     metrics.gauge(
@@ -732,6 +733,13 @@ def _setup_ops(app: web.Application) -> None:
             hist.observe(time.perf_counter() - start, method, route, str(status))
 
     app.middlewares.insert(0, http_metrics)
+    body_timeouts = metrics.counter(
+        "imprint_http_body_timeouts_total",
+        "Connections closed because a request body fell behind [http] head_timeout_s plus "
+        f"{MIN_BODY_RATE:g} bytes a second",
+    )
+    settings = app[SERVICES].settings
+    app.middlewares.insert(1, body_deadline(settings.http.head_timeout_s, body_timeouts))
 
 
 async def _probe_before_full_mode(app: web.Application, link: DhcpLink) -> None:

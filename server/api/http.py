@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ from server.registry import leases as lease_list
 from server.registry.csvio import CsvError, parse_upload
 from server.registry.model import Device, DeviceState, Tenant, iso
 from server.registry.service import IMPORT_MODES, Principal, Registry
-from server.store.base import Invalid
+from server.store.base import INT64_MAX, INT64_MIN, Invalid
 from server.web.downloads import export_download, template_download
 from server.web.errors import ApiError, json_errors
 from server.web.keys import SERVICES, Services
@@ -266,16 +267,32 @@ def reg(request: web.Request) -> Registry:
     return request.app[SERVICES].registry
 
 
+# An integer query parameter is parsed to the store's 64-bit range or refused with 400 (a wider
+# value would reach SQLite and raise OverflowError: a 500). A value inside it but outside the
+# parameter's documented minimum/maximum breaks a rule of the operation: 422, like any Invalid
+# (the registry checks limit, offset and before_id for every caller; /discovered its limit).
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+
+
 def int_query(request: web.Request, name: str, default: int) -> int:
+    """Query parameter `name` as a whole number (ASCII digits, optional sign) of at most 64 bits;
+    `default` when absent or empty; otherwise ApiError 400 saying what to send."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ApiError(
-            400, "bad_request", f"query parameter {name!r} must be a whole number, got {raw!r}"
-        ) from None
+    # A length bound before int(): a sign and 20 digits hold every 64-bit value, and int()
+    # of a very long string is slow (and past 4300 digits refused).
+    if len(raw) <= 21 and _WHOLE.fullmatch(raw):
+        value = int(raw)
+        if INT64_MIN <= value <= INT64_MAX:
+            return value
+    shown = raw if len(raw) <= 40 else raw[:40] + "..."
+    raise ApiError(
+        400,
+        "bad_request",
+        f"query parameter {name!r} must be a whole number of at most 64 bits "
+        f"({INT64_MIN} to {INT64_MAX}), got {shown!r}",
+    )
 
 
 def bool_query(request: web.Request, name: str) -> bool:
@@ -403,7 +420,7 @@ async def add_device(request: web.Request, tenant: str, body: DeviceIn) -> dict[
         Param(
             "offset",
             "query",
-            {"type": "integer", "minimum": 0, "default": 0},
+            {"type": "integer", "minimum": 0, "maximum": INT64_MAX, "default": 0},
             "rows to skip (small lists; deep offsets are slow, prefer cursor)",
         ),
         Param(
@@ -619,7 +636,12 @@ async def issue_codes(request: web.Request, tenant: str, body: CodesIn) -> web.R
     params=(
         T,
         Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
-        Param("before_id", "query", {"type": "integer"}, "page: entries older than this id"),
+        Param(
+            "before_id",
+            "query",
+            {"type": "integer", "minimum": 1, "maximum": INT64_MAX},
+            "page: entries older than this id",
+        ),
     ),
     responses={200: ("entries", AuditList)},
 )
@@ -647,6 +669,9 @@ async def audit_log(request: web.Request, tenant: str) -> dict[str, Any]:
     return {"count": len(results), "results": results}
 
 
+DISCOVERED_MAX = 10000
+
+
 @routes.route(
     "GET",
     "/api/v1/discovered",
@@ -655,7 +680,9 @@ async def audit_log(request: web.Request, tenant: str) -> dict[str, Any]:
     responses={200: ("seen MACs, most recent first", DiscoveredList)},
     params=(
         Param(
-            "limit", "query", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}
+            "limit",
+            "query",
+            {"type": "integer", "minimum": 1, "maximum": DISCOVERED_MAX, "default": 1000},
         ),
     ),
 )
@@ -665,7 +692,9 @@ async def discovered(request: web.Request) -> dict[str, Any]:
         # Unregistered MACs belong to no tenant yet: only operators see the site-wide list.
         raise ApiError(403, "forbidden", "only operator tokens can list discovered devices")
     limit = int_query(request, "limit", 1000)
-    entries = request.app[SERVICES].discovered.recent(max(1, min(limit, 10000)))
+    if not 1 <= limit <= DISCOVERED_MAX:  # as the registry's lists refuse theirs
+        raise Invalid(f"limit must be between 1 and {DISCOVERED_MAX}")
+    entries = request.app[SERVICES].discovered.recent(limit)
     results = [
         {
             "mac": e.mac,

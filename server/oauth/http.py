@@ -90,7 +90,14 @@ async def _params(request: web.Request) -> dict[str, str]:
         raise OAuthError("invalid_request", f"send the parameters as {FORM} (RFC 6749 §3.2)")
     if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
         raise OAuthError("invalid_request", f"the body is larger than {MAX_FORM_BYTES} bytes")
-    raw = await request.content.read(MAX_FORM_BYTES + 1)
+    # content.read(n) answers with what has arrived so far: read on to the end of the body (a
+    # device's TLS stack may send it in several records), at most one byte past the limit.
+    raw = b""
+    while len(raw) <= MAX_FORM_BYTES:
+        piece = await request.content.read(MAX_FORM_BYTES + 1 - len(raw))
+        if not piece:
+            break
+        raw += piece
     if len(raw) > MAX_FORM_BYTES:
         raise OAuthError("invalid_request", f"the body is larger than {MAX_FORM_BYTES} bytes")
     try:

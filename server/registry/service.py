@@ -735,6 +735,8 @@ class Registry:
         await self._tenant(who, tenant_id)
         if not 1 <= limit <= 1000:
             raise Invalid("limit must be between 1 and 1000")
+        if before_id is not None and before_id < 1:
+            raise Invalid("before_id must be 1 or more (an entry's id)")
         return await self.store.list_audit(tenant_id, limit, before_id)
 
 

@@ -6,6 +6,9 @@ to PostgreSQL behind the same methods, never to a home-made engine.
 
 from __future__ import annotations
 
+# The widest integers the store holds (SQLite INTEGER): binding a wider one raises OverflowError.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
 
 class StoreError(Exception):
     """Base of the store's errors; each carries a message that says what to fix."""

@@ -133,9 +133,15 @@ def problem_of(exc: Exception, request: web.Request) -> Problem | None:
     return None
 
 
+CLIENT_CLOSED = 499  # nginx's status for a request whose client closed the connection first
 INTERNAL = Problem(500, "internal", "Something went wrong", "internal error; see the server log")
 
 Renderer = Callable[[web.Request, Problem], Awaitable[web.StreamResponse]]
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def error_middleware(render: Renderer) -> Any:
@@ -150,6 +156,12 @@ def error_middleware(render: Renderer) -> Any:
                 raise  # redirects are answers, not errors
             problem = problem_of(e, request)
         except Exception as e:
+            if isinstance(e, ConnectionResetError) and _client_gone(request):
+                # aiohttp fails the body read with this when the client goes mid-request:
+                # nobody to answer and nothing wrong here, so no traceback (a slowloris that
+                # hangs up would write one per connection); 499, as nginx counts it.
+                log.debug("client left during %s %s", request.method, request.path)
+                return web.Response(status=CLIENT_CLOSED, reason="Client Closed Request")
             problem = problem_of(e, request)
             if problem is None:
                 log.exception("unhandled error on %s %s", request.method, request.path)

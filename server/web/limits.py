@@ -13,6 +13,11 @@ data, so a `TLS_READ_BUFFER` of 16 KiB reads about one record per call; measured
 connections each: 40 KB per idle handshaken connection, 64 KB per connection still before its
 handshake (with 32 KiB: 56 and 80 KB).
 
+A request body gets the same `head_timeout_s` from its head, and after that must keep up an
+average of `MIN_BODY_RATE` bytes a second (Apache's mod_reqtimeout `body=20,MinRate=500`; nginx's
+`client_body_timeout` only bounds the gap between two reads, which a drip never exceeds): a body
+dripped or never sent is cut (`body_deadline`), a slow link's upload is not.
+
 `HttpListener` is the thin transport: it accepts, applies `ConnectionGate`, and hands each
 admitted connection to aiohttp's own request handler of the app's runner.
 """
@@ -29,7 +34,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from server.core.logs import RateLimitedLog
-from server.core.metrics import Registry
+from server.core.metrics import Counter, Registry
 
 log = logging.getLogger("imprint.http")
 
@@ -54,6 +59,50 @@ def source_of(peer: Any) -> str:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return str(addr.ipv4_mapped)
     return str(addr)
+
+
+# Bytes a second a request body must average once its first `head_timeout` has passed.
+MIN_BODY_RATE = 500.0
+
+
+def body_deadline(head_timeout: float, timed_out: Counter, min_rate: float = MIN_BODY_RATE) -> Any:
+    """A middleware that closes the connection of a request whose body has not arrived by
+    `head_timeout` + bytes so far / `min_rate` seconds after its head; the handler's read then
+    fails as for a client that left (server/web/errors.py: 499, no traceback)."""
+
+    @web.middleware
+    async def deadline(request: web.Request, handler: Any) -> web.StreamResponse:
+        body = request.content
+        if body.is_eof():  # no body, or all of it came with the head
+            resp: web.StreamResponse = await handler(request)
+            return resp
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        timer: asyncio.TimerHandle | None = None
+
+        def check() -> None:
+            nonlocal timer
+            timer = None
+            if body.is_eof():
+                return
+            due = start + head_timeout + body.total_bytes / min_rate
+            if loop.time() < due:
+                timer = loop.call_at(due, check)
+                return
+            timed_out.inc()
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+
+        timer = loop.call_at(start + head_timeout, check)
+        try:
+            resp = await handler(request)
+            return resp
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    return deadline
 
 
 class ConnectionGate:

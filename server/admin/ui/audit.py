@@ -5,13 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.admin.ui import common
+from server.store.base import INT64_MAX
 
 
 @common.page("GET", "/ui/tenants/{tenant}/audit", "Audit log")
 async def audit_page(request: web.Request) -> web.Response:
     tenant = await common.current_tenant(request)
-    before = request.query.get("before_id")
-    before_id = int(before) if before and before.isdigit() else None
+    # 0 (or garbage) is the newest page; ids are 1 and up, at most the store's 64 bits.
+    before_id = common.int_query(request, "before_id", 0, lo=0, hi=INT64_MAX) or None
     entries = await common.registry_of(request).audit(
         common.principal_of(request), tenant.id, limit=common.PAGE_SIZE, before_id=before_id
     )

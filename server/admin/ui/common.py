@@ -174,9 +174,16 @@ async def current_tenant(request: web.Request) -> Tenant:
     )
 
 
-def int_query(request: web.Request, name: str, default: int, lo: int = 1) -> int:
+PAGE_MAX = 10**9  # far past any real page; page * SHEET_SIZE stays inside the store's 64 bits
+
+
+def int_query(
+    request: web.Request, name: str, default: int, lo: int = 1, hi: int = PAGE_MAX
+) -> int:
+    """Lenient, as links people edit by hand are: a value that is not a whole number gives
+    `default`, one outside lo..hi the nearer end (never a number the store cannot bind)."""
     try:
-        return max(lo, int(request.query.get(name, default)))
+        return min(hi, max(lo, int(request.query.get(name, default))))
     except ValueError:
         return default
 

@@ -357,6 +357,29 @@ async def test_devices_are_paged_and_searchable_by_mac_or_location(api: Api, ui:
     assert rows_of(other.text) == [] and "No devices." in other.text
 
 
+async def test_page_numbers_and_ids_people_edit_in_the_address_bar_never_fail(
+    api: Api, ui: UiClient
+) -> None:
+    # Past 64 bits (SQLite cannot bind it), a digit int() refuses, zero, negative: each page
+    # answers as for the nearest sensible value, never 500.
+    await api.registry.add_device(OP, "contoso", "02:00:5e:00:06:01", "Room 1")
+    await ui.login("ops", PASSWORD)
+    huge = "3805009035495248756736"
+    for path in (
+        f"/ui/tenants/contoso/audit?before_id={huge}",
+        "/ui/tenants/contoso/audit?before_id=\u00b2",
+        "/ui/tenants/contoso/audit?before_id=0",
+        "/ui/tenants/contoso/audit?before_id=-4",
+        f"/ui/tenants/contoso/sheet?page={huge}",
+        f"/ui/tenants/contoso/devices?page={huge}",
+        f"/ui/tenants/contoso/devices?tab=discovered&page={huge}",
+    ):
+        page = await ui.get(path)
+        assert page.status == 200, (path, page.status, page.text[-500:])
+    newest = await ui.get("/ui/tenants/contoso/audit?before_id=0")
+    assert "02:00:5e:00:06:01" in newest.text  # 0 is the newest page, not an empty one
+
+
 async def test_reset_and_delete_need_a_confirmation_step(api: Api, ui: UiClient) -> None:
     mac = "02:00:5e:00:04:01"
     await api.registry.add_device(OP, "contoso", mac, "Desk")

@@ -276,6 +276,28 @@ async def test_client_authentication_failures_are_invalid_client(api: Api) -> No
         assert 'grant_type="device_code",result="invalid_client"' in await r.text()
 
 
+async def test_a_form_body_that_arrives_in_pieces_is_read_whole(api: Api) -> None:
+    # A device's TLS stack may send the body in more than one record or segment; the form is
+    # what all of them carry, not the first piece (which lost the client_secret here).
+    dev = await ready(api)
+    body = f"client_id={dev.client_id}&client_secret={dev.secret}".encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.client.port)
+    writer.write(
+        b"POST /oauth2/device_authorization HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body[:12]
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.write(body[12:])
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), answer
+    assert USER_CODE.match(json.loads(payload)["user_code"]), payload
+
+
 async def test_bad_token_requests(api: Api) -> None:
     dev = await ready(api)
     status, body, _ = await oauth_post(api, "/oauth2/token", {"grant_type": "password"}, dev)

@@ -8,11 +8,18 @@ through `server.web.routes.read_form`."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import pytest
+from aiohttp import web
+
+from server.app import build_app
 from server.registry.service import Principal
 from server.web.keys import SERVICES
-from tests.helpers.app import Api
+from server.web.limits import HttpListener
+from tests.helpers.app import Api, lab_settings
 from tests.helpers.ui import UiClient, db_snapshot
 
 PASSWORD = "correct horse battery staple"
@@ -93,3 +100,56 @@ async def test_an_unreadable_admin_form_is_400_and_changes_nothing(
         assert db_snapshot(api.settings.store.path) == before
     finally:
         await ui.close()
+
+
+@pytest.fixture
+async def listening(tmp_path: Path) -> AsyncIterator[int]:
+    """The real app behind the real listener, as `imprint serve` runs it (plain HTTP)."""
+    app = build_app(lab_settings(tmp_path))
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    listener = HttpListener(
+        runner,
+        "127.0.0.1",
+        0,
+        ssl_context=None,
+        max_connections=16,
+        max_connections_per_source=16,
+        head_timeout=5,
+        keepalive_timeout=5,
+        metrics=app[SERVICES].metrics,
+    )
+    await listener.start()
+    try:
+        yield listener.port
+    finally:
+        await listener.stop()
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("path", "ctype"),
+    [
+        ("/ui/login", FORM),
+        ("/provision", "application/json"),
+        ("/oauth2/device_authorization", FORM),
+        ("/device", FORM),
+    ],
+)
+async def test_a_client_that_leaves_before_its_body_is_not_an_error(
+    listening: int, caplog: pytest.LogCaptureFixture, path: str, ctype: str
+) -> None:
+    # aiohttp fails the body read with ConnectionResetError when the peer goes: nobody to
+    # answer and nothing wrong with the server, so no "unhandled error" and no traceback
+    # (a slowloris that hangs up would write one per connection).
+    reader, writer = await asyncio.open_connection("127.0.0.1", listening)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
+        "Content-Length: 1000\r\n\r\nab".encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the handler is reading the body
+    writer.close()
+    await asyncio.sleep(0.3)
+    assert "unhandled error" not in caplog.text, caplog.text
+    assert not [r for r in caplog.records if r.exc_info], caplog.text

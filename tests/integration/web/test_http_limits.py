@@ -8,20 +8,28 @@ refuses connections past the total and per-source caps, counting each."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from server.app import build_app
 from server.config import ConfigError, load_settings
 from server.core.metrics import Registry
+from server.web.keys import SERVICES
 from server.web.limits import ConnectionGate, HttpListener, source_of
+from tests.helpers.app import lab_settings
 
 REQUEST = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
 
 
-@pytest.fixture
-async def served() -> AsyncIterator[tuple[HttpListener, Registry]]:
+@contextlib.asynccontextmanager
+async def _listening(
+    head_timeout: float, keepalive_timeout: float
+) -> AsyncIterator[tuple[HttpListener, Registry]]:
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text="hi")
 
@@ -37,8 +45,8 @@ async def served() -> AsyncIterator[tuple[HttpListener, Registry]]:
         ssl_context=None,
         max_connections=3,
         max_connections_per_source=2,
-        head_timeout=0.5,
-        keepalive_timeout=0.8,
+        head_timeout=head_timeout,
+        keepalive_timeout=keepalive_timeout,
         metrics=metrics,
     )
     await listener.start()
@@ -47,6 +55,12 @@ async def served() -> AsyncIterator[tuple[HttpListener, Registry]]:
     finally:
         await listener.stop()
         await runner.cleanup()
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[HttpListener, Registry]]:
+    async with _listening(head_timeout=0.5, keepalive_timeout=0.8) as both:
+        yield both
 
 
 async def _connect(
@@ -90,6 +104,48 @@ async def test_an_idle_keepalive_connection_is_closed_after_its_timeout(
     writer.close()
     await asyncio.sleep(0.05)
     assert listener.gate.open == 0
+
+
+async def _drip_until_closed(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes, every: float
+) -> float:
+    """Send `data` one byte every `every` seconds until the server closes; seconds it took."""
+    started = time.monotonic()
+    closed = asyncio.ensure_future(reader.read())
+    for i in range(len(data)):
+        done, _ = await asyncio.wait({closed}, timeout=every)
+        if done:
+            break
+        with contextlib.suppress(ConnectionError):
+            writer.write(data[i : i + 1])
+            await writer.drain()
+    assert await asyncio.wait_for(closed, 5) == b"", "the dripped connection was not closed"
+    return time.monotonic() - started
+
+
+async def test_a_head_dripped_one_byte_a_second_is_still_closed_at_the_head_timeout() -> None:
+    # The classic slowloris: every byte is activity, but the head timeout is a deadline for the
+    # whole head, not an idle timer that each byte resets.
+    async with _listening(head_timeout=2.0, keepalive_timeout=30.0) as (listener, metrics):
+        reader, writer = await _connect(listener)
+        took = await _drip_until_closed(reader, writer, REQUEST[:8], every=1.0)
+        assert took >= 2.0 - 0.3
+        timeouts = metrics.get("imprint_http_head_timeouts_total")
+        assert timeouts is not None and timeouts.total() == 1  # type: ignore[attr-defined]
+        writer.close()
+        await asyncio.sleep(0.05)
+        assert listener.gate.open == 0
+
+
+async def test_a_later_head_dripped_one_byte_a_second_is_closed_at_the_keepalive_timeout() -> None:
+    async with _listening(head_timeout=30.0, keepalive_timeout=2.0) as (listener, _):
+        reader, writer = await _connect(listener)
+        assert (await _get(reader, writer)).startswith(b"HTTP/1.1 200")
+        took = await _drip_until_closed(reader, writer, REQUEST[:8], every=1.0)
+        assert took >= 2.0 - 0.3
+        writer.close()
+        await asyncio.sleep(0.05)
+        assert listener.gate.open == 0
 
 
 async def test_connections_past_the_per_source_cap_are_refused(
@@ -147,3 +203,77 @@ def test_the_defaults_are_at_most_nginx_s_and_caps_must_agree(tmp_path: object) 
     cfg.write_text("[http]\nmax_connections = 10\nmax_connections_per_source = 20\n")
     with pytest.raises(ConfigError, match="max_connections_per_source"):
         load_settings(cfg)
+
+
+# ---- request bodies: the real app behind the real listener, as `imprint serve` runs it ------
+
+
+@contextlib.asynccontextmanager
+async def _real_app(tmp_path: Path, head_timeout: float) -> AsyncIterator[tuple[int, Registry]]:
+    base = lab_settings(tmp_path)
+    http = base.http.model_copy(update={"head_timeout_s": head_timeout})
+    settings = base.model_copy(update={"http": http})
+    app = build_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    metrics = app[SERVICES].metrics
+    listener = HttpListener(
+        runner,
+        "127.0.0.1",
+        0,
+        ssl_context=None,
+        max_connections=16,
+        max_connections_per_source=16,
+        head_timeout=head_timeout,
+        keepalive_timeout=30.0,
+        metrics=metrics,
+    )
+    await listener.start()
+    try:
+        yield listener.port, metrics
+    finally:
+        await listener.stop()
+        await runner.cleanup()
+
+
+def _form_head(length: int) -> bytes:
+    return (
+        b"POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\n\r\n" % length
+    )
+
+
+async def test_a_body_dripped_one_byte_a_second_is_closed_after_the_head_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before, the handler read the body for as long as bytes kept coming (or forever, for a
+    # body that never came): a slowloris on the body held its connection without end.
+    async with _real_app(tmp_path, head_timeout=1.0) as (port, metrics):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_form_head(1000))
+        await writer.drain()
+        took = await _drip_until_closed(reader, writer, b"username=x" * 2, every=0.5)
+        assert took >= 1.0 - 0.3
+        timeouts = metrics.get("imprint_http_body_timeouts_total")
+        assert timeouts is not None and timeouts.total() == 1  # type: ignore[attr-defined]
+        writer.close()
+    assert "unhandled error" not in caplog.text and not [r for r in caplog.records if r.exc_info]
+
+
+async def test_a_slow_but_steady_body_is_read_whole(tmp_path: Path) -> None:
+    # Past the head timeout a body is kept while it averages MIN_BODY_RATE bytes a second.
+    body = b"username=x&password=" + b"y" * 1480  # 1500 bytes at ~1000 a second
+    async with _real_app(tmp_path, head_timeout=0.5) as (port, metrics):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_form_head(len(body)))
+        for i in range(0, len(body), 100):
+            writer.write(body[i : i + 100])
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert answer.startswith(b"HTTP/1.1 "), answer
+        assert not answer.startswith(b"HTTP/1.1 499"), answer
+        timeouts = metrics.get("imprint_http_body_timeouts_total")
+        assert timeouts is None or timeouts.total() == 0  # type: ignore[attr-defined]
+        writer.close()
