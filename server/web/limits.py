@@ -19,7 +19,9 @@ average of `MIN_BODY_RATE` bytes a second (Apache's mod_reqtimeout `body=20,MinR
 dripped or never sent is cut (`body_deadline`), a slow link's upload is not.
 
 `HttpListener` is the thin transport: it accepts, applies `ConnectionGate`, and hands each
-admitted connection to aiohttp's own request handler of the app's runner.
+admitted connection to aiohttp's own request handler of the app's runner. With TLS the gate
+stands in front of the handshake (`_GatedTls`, asyncio's own TLS protocol), so a connection that
+never starts TLS counts against the caps like any other, and its head deadline runs from accept.
 """
 
 from __future__ import annotations
@@ -162,53 +164,111 @@ class _Limits:
         )
         self.notes = RateLimitedLog(log, every=log_every)
 
+    def admit(self, transport: asyncio.BaseTransport) -> str | None:
+        """The source of a new connection if the gate admits it; else count, log, abort."""
+        source = source_of(transport.get_extra_info("peername"))
+        refused = self.gate.admit(source)
+        if refused is None:
+            return source
+        self.refused.inc(refused)
+        total = refused == "total"
+        self.notes.warning(
+            refused,
+            "HTTP connection from %s refused: %d open %s ([http] %s)",
+            source,
+            self.gate.max_total if total else self.gate.max_per_source,
+            "in all" if total else "from this address",
+            "max_connections" if total else "max_connections_per_source",
+        )
+        cast(asyncio.Transport, transport).abort()
+        return None
+
+
+class _GatedTls(asyncio.sslproto.SSLProtocol):
+    """asyncio's TLS protocol, admitted by the gate on accept, before the handshake starts.
+
+    The handshake has `head_timeout` (asyncio's own timer); the request handler it feeds gets
+    what is left of that deadline for its first head.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, handler: _GatedHandler, context: ssl.SSLContext
+    ) -> None:
+        # No waiter (asyncio's own accept path awaits one only to log a failed handshake at
+        # debug level); the stubs want a Future and an int timeout, the code takes None and a
+        # float.
+        super().__init__(
+            loop, handler, context, None,  # type: ignore[arg-type]
+            server_side=True,
+            ssl_handshake_timeout=handler.limits.head_timeout,  # type: ignore[arg-type]
+        )  # fmt: skip
+        self._handler = handler
+        self._source: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        source = self._handler.limits.admit(transport)
+        if source is None:
+            return  # aborted: connection_lost follows, with nothing of ours to undo
+        self._source = source
+        self._handler.accepted(source)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._source is None:
+            return  # refused before the handshake began
+        handler = self._handler
+        super().connection_lost(exc)
+        # A connection that never finished its handshake never reached the handler, which
+        # would otherwise give its place back.
+        handler.release()
+
 
 class _GatedHandler(web.RequestHandler):
-    """aiohttp's request handler, admitted by the gate and given a deadline for its first head."""
+    """aiohttp's request handler, admitted by the gate and given a deadline for its first head.
+
+    Without TLS it asks the gate itself; under `_GatedTls` it was admitted on accept."""
 
     def __init__(self, manager: web.Server, *, limits: _Limits, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
-        self._limits = limits
+        self.limits = limits
         self._source: str | None = None
+        self._accepted_at: float | None = None
         self._head_timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        limits = self._limits
-        source = source_of(transport.get_extra_info("peername"))
-        refused = limits.gate.admit(source)
-        if refused is not None:
-            limits.refused.inc(refused)
-            total = refused == "total"
-            limits.notes.warning(
-                refused,
-                "HTTP connection from %s refused: %d open %s ([http] %s)",
-                source,
-                limits.gate.max_total if total else limits.gate.max_per_source,
-                "in all" if total else "from this address",
-                "max_connections" if total else "max_connections_per_source",
-            )
-            cast(asyncio.Transport, transport).abort()
-            return
+    def accepted(self, source: str) -> None:
+        """Admitted on accept by the TLS layer; the head deadline runs from now."""
         self._source = source
+        self._accepted_at = asyncio.get_running_loop().time()
+
+    def release(self) -> None:
+        if self._source is not None:
+            self.limits.gate.release(self._source)
+            self._source = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        loop = asyncio.get_running_loop()
+        if self._accepted_at is None:
+            source = self.limits.admit(transport)
+            if source is None:
+                return
+            self._source = source
+            self._accepted_at = loop.time()
         super().connection_made(transport)
-        self._head_timer = asyncio.get_running_loop().call_later(
-            limits.head_timeout, self._head_deadline
-        )
+        left = self._accepted_at + self.limits.head_timeout - loop.time()
+        self._head_timer = loop.call_later(max(0.0, left), self._head_deadline)
 
     def _head_deadline(self) -> None:
         self._head_timer = None
         # aiohttp counts a request once its head has been parsed.
         if self._request_count == 0 and self.transport is not None:
-            self._limits.timed_out.inc()
+            self.limits.timed_out.inc()
             self.force_close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        if self._source is not None:
-            self._limits.gate.release(self._source)
-            self._source = None
+        self.release()
         super().connection_lost(exc)
 
 
@@ -261,18 +321,18 @@ class HttpListener:
         loop = asyncio.get_running_loop()
         return _GatedHandler(server, limits=self._limits, loop=loop, **self._handler_kwargs)
 
+    def _tls(self) -> _GatedTls:
+        assert self._ssl is not None
+        return _GatedTls(asyncio.get_running_loop(), self._handler(), self._ssl)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        factory: Any = self._handler
         if self._ssl is not None:
             shrink_tls_buffers()
+            factory = self._tls  # TLS over a plain listener: the gate goes before the handshake
         self._server = await loop.create_server(
-            self._handler,
-            self.host,
-            self.port,
-            ssl=self._ssl,
-            ssl_handshake_timeout=self._limits.head_timeout if self._ssl else None,
-            backlog=512,
-            reuse_address=True,
+            factory, self.host, self.port, backlog=512, reuse_address=True
         )
         socks = self._server.sockets
         if socks and self.port == 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,9 +17,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from server.app import build_app
+from server.app import build_app, ssl_context
 from server.config import ConfigError, load_settings
 from server.core.metrics import Registry
+from server.core.tls import ensure_self_signed
 from server.web.keys import SERVICES
 from server.web.limits import ConnectionGate, HttpListener, source_of
 from tests.helpers.app import lab_settings
@@ -28,7 +30,7 @@ REQUEST = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
 
 @contextlib.asynccontextmanager
 async def _listening(
-    head_timeout: float, keepalive_timeout: float
+    head_timeout: float, keepalive_timeout: float, tls: ssl.SSLContext | None = None
 ) -> AsyncIterator[tuple[HttpListener, Registry]]:
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text="hi")
@@ -42,7 +44,7 @@ async def _listening(
         runner,
         "127.0.0.1",
         0,
-        ssl_context=None,
+        ssl_context=tls,
         max_connections=3,
         max_connections_per_source=2,
         head_timeout=head_timeout,
@@ -276,4 +278,44 @@ async def test_a_slow_but_steady_body_is_read_whole(tmp_path: Path) -> None:
         assert not answer.startswith(b"HTTP/1.1 499"), answer
         timeouts = metrics.get("imprint_http_body_timeouts_total")
         assert timeouts is None or timeouts.total() == 0  # type: ignore[attr-defined]
+        writer.close()
+
+
+def _client_tls() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the test's own self-signed certificate
+    return ctx
+
+
+async def test_tls_connections_that_never_handshake_count_against_the_caps(
+    tmp_path: Path,
+) -> None:
+    """Before, the gate stood after the TLS handshake: 300 connections from one address that
+    never sent a ClientHello were all held (cap 256) and none was refused."""
+    cert = ensure_self_signed(tmp_path, ["127.0.0.1"])
+    async with _listening(1.0, 5.0, tls=ssl_context(cert)) as (listener, metrics):
+        silent = [await _connect(listener) for _ in range(2)]  # the per-source cap
+        await asyncio.sleep(0.1)
+        assert listener.gate.open == 2
+        # A third from the same address is refused before its handshake can start.
+        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError, OSError)):
+            _r, w = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", listener.port, ssl=_client_tls()), 5
+            )
+            w.close()
+        refused = metrics.get("imprint_http_connections_refused_total")
+        assert refused is not None and refused.value("source") == 1  # type: ignore[attr-defined]
+        # The silent ones are closed at the head timeout, counted from accept, and give their
+        # places back: a real client then gets its answer over TLS.
+        started = time.monotonic()
+        for reader, _writer in silent:
+            assert await _closed_within(reader, 5.0) == b""
+        assert 0.7 <= time.monotonic() - started + 0.1 < 5.0
+        await asyncio.sleep(0.1)
+        assert listener.gate.open == 0
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", listener.port, ssl=_client_tls()
+        )
+        assert (await _get(reader, writer)).endswith(b"hi")
         writer.close()
