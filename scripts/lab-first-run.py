@@ -128,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         a.state.mkdir(parents=True, exist_ok=True)
         a.state.chmod(0o750)
     token_file, password_file = a.state / "operator.token", a.state / "admin.password"
+    # The store and the code key, made once (later runs only apply pending migrations).
+    r = cli(a.config, "db", "init")
+    if r.returncode != 0:
+        fail("imprint db init", r)
     made_token = ensure_token(a.config, token_file)
     made_admin = ensure_admin(a.config, password_file, show(password_file))
     url = public_url(a.config)

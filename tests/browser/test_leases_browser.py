@@ -55,6 +55,7 @@ enabled = false
 """
     )
     srv = Server(root, config, f"https://127.0.0.1:{http_port}", dhcp_port, 0, root / "serve.log")
+    srv.cli("db", "init")
     srv.cli("tenants", "create", "--id", "contoso", "--name", "Contoso Ltd")
     srv.cli("tenants", "create", "--id", "fabrikam", "--name", "Fabrikam Inc")
     srv.cli("devices", "add", "--tenant", "contoso", "--mac", MAC, "--location", "Room 7")

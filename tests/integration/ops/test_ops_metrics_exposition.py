@@ -91,6 +91,7 @@ def test_metrics_of_the_real_server_parse_with_process_gc_and_every_readme_famil
         f'[mdns]\nenabled = true\nhost = "127.0.0.1"\nport = {mdns_port}\n'
         f'static_neighbours = {{ "127.0.0.1" = "{MAC}" }}\n'
     )
+    run_imprint(config, "db", "init")
     run_imprint(config, "tenants", "create", "--id", "acme", "--name", "Acme")
     run_imprint(config, "devices", "add", "--tenant", "acme", "--mac", MAC)
     log = tmp_path / "serve.log"
