@@ -56,6 +56,7 @@ if str(REPO) not in sys.path:
 from server.config import HttpSettings  # noqa: E402
 from tests.helpers.proc import clean_env, free_port  # noqa: E402
 from tests.helpers.reliability import (  # noqa: E402
+    BUSY_HISTOGRAM,
     TRACEBACK,
     HealthzSampler,
     ProbeResult,
@@ -290,6 +291,9 @@ def run_probe(probe: str, n: int, drip_s: float, body_wait: float) -> ProbeResul
         after = srv.metrics()
         rss_after = rss_kb(srv.proc.pid)
         worst, over = stall_between(lag_buckets(before), lag_buckets(after))
+        busy = stall_between(
+            lag_buckets(before, BUSY_HISTOGRAM), lag_buckets(after, BUSY_HISTOGRAM)
+        )[0]
         crashed = srv.proc.poll() is not None
         srv.stop()  # what it logs while stopping counts too
         log_text = srv.log()
@@ -328,6 +332,7 @@ def run_probe(probe: str, n: int, drip_s: float, body_wait: float) -> ProbeResul
         valid_sent=len(sampler.times_ms),
         valid_answered=answered,
         worst_stall_ms=worst,
+        worst_busy_stall_ms=busy,
         stalls_over_50ms=over,
         healthz_p50_ms=sampler.p50_ms,
         rss_before_kb=rss_before,

@@ -39,6 +39,7 @@ from typing import Any
 from tests.helpers.fixtures import load_hex_fixture
 from tests.helpers.netns import SERVER_IP, Node, Topology
 from tests.helpers.reliability import (
+    BUSY_HISTOGRAM,
     HealthzSampler,
     ProbeResult,
     count_tracebacks,
@@ -352,6 +353,7 @@ class FloodLab:
             kernel_before = self._udp_drops(port)
             before_metrics = srv.metrics()
             before_lag = lag_buckets(before_metrics.samples)
+            before_busy = lag_buckets(before_metrics.samples, BUSY_HISTOGRAM)
             rss_before = rss_kb(pid)
             log_before = srv.log()
             with HealthzSampler(self._healthz) as idle:  # the same asks with no traffic
@@ -387,6 +389,8 @@ class FloodLab:
         if after_metrics is not None:
             worst, over = stall_between(before_lag, lag_buckets(after_metrics.samples))
             result.worst_stall_ms, result.stalls_over_50ms = worst, over
+            busy = lag_buckets(after_metrics.samples, BUSY_HISTOGRAM)
+            result.worst_busy_stall_ms = stall_between(before_busy, busy)[0]
         result.extra = {
             "seconds": flood.seconds,
             "rate": flood.rate,

@@ -10,7 +10,9 @@ table; keys a probe has no reading for are `null`, and probe-specific figures go
 - `worst_stall_ms`: from the server's own loop-lag histogram (`imprint_event_loop_lag_seconds`,
   a sample every 25 ms), the upper edge of the highest bucket that grew during the probe, so
   "50" means no callback held the loop longer than 50 ms (within one bucket); `stalls_over_50ms`
-  counts the samples above 50 ms;
+  counts the samples above 50 ms; `worst_busy_stall_ms` is the same read of
+  `imprint_event_loop_busy_lag_seconds`, the part of each lag the loop's thread spent on CPU:
+  on a shared machine a lag can be time spent waiting for a core, which this one leaves out;
 - `healthz_p50_ms`: the median time of `GET /healthz`, asked every 100 ms during the probe;
 - `rss_before_kb` / `rss_after_kb`: the server's VmRSS before the probe and after it;
 - `crashes`: server processes that exited when they should not have; `tracebacks`: tracebacks
@@ -36,6 +38,7 @@ KEYS = (
     "valid_answered_pct",
     "worst_stall_ms",
     "stalls_over_50ms",
+    "worst_busy_stall_ms",
     "healthz_p50_ms",
     "rss_before_kb",
     "rss_after_kb",
@@ -49,6 +52,7 @@ WORST_STALL_MAX_MS = 50.0
 HEALTHZ_P50_MAX_MS = 100.0
 
 LAG_HISTOGRAM = "imprint_event_loop_lag_seconds"
+BUSY_HISTOGRAM = "imprint_event_loop_busy_lag_seconds"
 LAG_LARGEST_BUCKET_S = 5.0  # server/core/looplag.py BUCKETS[-1]
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -61,6 +65,7 @@ class ProbeResult:
     valid_answered: int | None = None
     worst_stall_ms: float | None = None
     stalls_over_50ms: int | None = None
+    worst_busy_stall_ms: float | None = None
     healthz_p50_ms: float | None = None
     rss_before_kb: int | None = None
     rss_after_kb: int | None = None
@@ -76,8 +81,9 @@ class ProbeResult:
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: getattr(self, k) for k in KEYS}
-        if out["worst_stall_ms"] == math.inf:  # past the histogram's largest bucket
-            out["worst_stall_ms"] = f">{LAG_LARGEST_BUCKET_S * 1000:g}"
+        for key in ("worst_stall_ms", "worst_busy_stall_ms"):
+            if out[key] == math.inf:  # past the histogram's largest bucket
+                out[key] = f">{LAG_LARGEST_BUCKET_S * 1000:g}"
         out.update(self.extra)
         return out
 
@@ -137,17 +143,19 @@ def count_tracebacks(log_text: str) -> int:
 Buckets = dict[float, float]
 
 
-def lag_buckets(samples: Mapping[tuple[str, frozenset[tuple[str, str]]], float]) -> Buckets:
-    """The loop-lag histogram's buckets out of parsed /metrics samples."""
+def lag_buckets(
+    samples: Mapping[tuple[str, frozenset[tuple[str, str]]], float], histogram: str = LAG_HISTOGRAM
+) -> Buckets:
+    """A loop-lag histogram's buckets out of parsed /metrics samples."""
     out: Buckets = {}
     for (name, labels), value in samples.items():
-        if name != LAG_HISTOGRAM + "_bucket":
+        if name != histogram + "_bucket":
             continue
         le = dict(labels).get("le")
         if le is not None:
             out[math.inf if le == "+Inf" else float(le)] = value
     if not out:
-        raise ValueError(f"no {LAG_HISTOGRAM} histogram in /metrics")
+        raise ValueError(f"no {histogram} histogram in /metrics")
     return out
 
 

@@ -11,15 +11,37 @@ from server.core import looplag
 from server.core.metrics import Registry
 
 
-def _over(metrics: Registry, bound: float) -> float:
-    """Samples of imprint_event_loop_lag_seconds above `bound` (from the rendered text)."""
+def _over(metrics: Registry, bound: float, name: str = "imprint_event_loop_lag_seconds") -> float:
+    """Samples of histogram `name` above `bound` (from the rendered text)."""
     total = below = 0.0
     for line in metrics.render().splitlines():
-        if line.startswith("imprint_event_loop_lag_seconds_count"):
+        if line.startswith(f"{name}_count"):
             total = float(line.split()[-1])
-        if line.startswith(f'imprint_event_loop_lag_seconds_bucket{{le="{bound}"}}'):
+        if line.startswith(f'{name}_bucket{{le="{bound}"}}'):
             below = float(line.split()[-1])
     return total - below
+
+
+BUSY = "imprint_event_loop_busy_lag_seconds"
+
+
+async def test_a_callback_burning_cpu_is_busy_lag_and_one_that_waits_is_not() -> None:
+    metrics = Registry()
+    async with looplag.running(metrics, interval=0.01):
+        await asyncio.sleep(0.05)
+        spin_until = time.thread_time() + 0.12
+        while time.thread_time() < spin_until:  # our own work, as a slow decoder would do
+            pass
+        await asyncio.sleep(0.05)
+    assert _over(metrics, 0.05) >= 1 and _over(metrics, 0.05, BUSY) >= 1
+    metrics = Registry()
+    async with looplag.running(metrics, interval=0.01):
+        await asyncio.sleep(0.05)
+        # The thread holds the loop but uses no CPU: what a host too busy to schedule us
+        # looks like from inside. Late, but not our work.
+        time.sleep(0.12)  # noqa: ASYNC251
+        await asyncio.sleep(0.05)
+    assert _over(metrics, 0.05) >= 1 and _over(metrics, 0.05, BUSY) == 0
 
 
 async def test_a_blocking_callback_is_measured() -> None:
