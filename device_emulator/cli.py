@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[device_options],
         help="run many devices from an exported CSV and summarise",
         description="Run one emulated device per row of an Imprint device export that has a "
-        "verification code. Exit 0 when all were provisioned, 2 otherwise.",
+        "verification code. Exit 0 when all were provisioned (with --sign-in: signed in), "
+        "2 otherwise.",
     )
     fleet.add_argument("--csv", required=True, type=Path, help="export CSV (MAC ID, ... code)")
     fleet.add_argument("--concurrency", type=int, default=200, help="devices booting at once (200)")
@@ -208,7 +209,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-keep-alive",
         dest="keep_alive",
         action="store_false",
-        help="close the HTTPS connection after every POST",
+        help="close the HTTPS connection after every request",
+    )
+    fleet.add_argument(
+        "--sign-in",
+        action="store_true",
+        help="after provisioning, each device starts the RFC 8628 sign-in and polls until it "
+        "holds its tokens (approve the user codes meanwhile, e.g. POST "
+        ".../sign-ins/approve); a device showing its user code no longer counts against "
+        "--concurrency",
+    )
+    fleet.add_argument(
+        "--sign-in-time-limit",
+        type=_positive,
+        default=300.0,
+        help="with --sign-in: a device gives up this many seconds after power-on (300)",
+    )
+    fleet.add_argument(
+        "--share-tls-sessions",
+        action="store_true",
+        help="resume one TLS session across all devices (each device always resumes its own): "
+        "real devices would not share one; for benches of the server's other work",
     )
     fleet.add_argument("--progress", action="store_true", help="print progress to stderr")
     return parser
@@ -626,6 +647,9 @@ async def run_fleet_command(args: argparse.Namespace) -> int:
         pin=PinPolicy(override=args.pin, insecure_no_pin=args.insecure_no_pin),
         http_timeout=args.http_timeout,
         keep_alive=args.keep_alive,
+        sign_in=args.sign_in,
+        sign_in_time_limit=args.sign_in_time_limit,
+        share_tls_sessions=args.share_tls_sessions,
     )
 
     last = [0.0]
@@ -651,7 +675,8 @@ async def run_fleet_command(args: argparse.Namespace) -> int:
         print(f"fleet from {args.csv}, discovery by {args.discover}")
         for line in report.lines():
             print(line)
-    return EXIT_OK if report.provisioned == report.devices else EXIT_NO_ANSWER
+    goal = report.signed_in if args.sign_in else report.provisioned
+    return EXIT_OK if goal == report.devices else EXIT_NO_ANSWER
 
 
 def main(argv: Sequence[str] | None = None) -> int:

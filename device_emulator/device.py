@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 import textwrap
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -43,12 +44,13 @@ from device_emulator.dhcp_client import (
 )
 from device_emulator.https_client import (
     Dialer,
-    HttpConnection,
+    HttpClient,
     HttpError,
     HttpProtocolError,
     HttpResponse,
     NoPin,
     PinMismatch,
+    TlsSessions,
 )
 from device_emulator.mdns_client import MdnsTransport, query_service
 from device_emulator.mdns_codec import DEFAULT_SERVICE
@@ -717,56 +719,46 @@ async def discover_first(
 
 
 async def post_code(
-    info: ProvisioningInfo,
-    mac: str,
-    code: str,
-    *,
-    dialer: Dialer,
-    connection: HttpConnection | None = None,
-) -> tuple[Credentials | Failure, HttpConnection | None]:
-    """POST {mac, code} to the provisioning URL; return the outcome and the connection if it
-    can carry another request (keep-alive).
+    info: ProvisioningInfo, mac: str, code: str, *, http: HttpClient
+) -> Credentials | Failure:
+    """POST {mac, code} to the provisioning URL over the device's client (kept-alive, pinned).
 
     A pin mismatch aborts before any request byte is written.
     """
     assert info.scheme and info.host and info.port and info.path
-    conn = connection if connection is not None and connection.reusable else None
-    if conn is None:
-        if connection is not None:
-            await connection.close()
-        try:
-            conn = await dialer.open(info.scheme, info.host, info.port)
-        except PinMismatch as exc:
-            return Failure("pin_mismatch", str(exc)), None
-        except NoPin as exc:
-            return Failure("no_pin", str(exc)), None
-        except HttpError as exc:
-            return Failure("connection_failed", str(exc)), None
+    body = json.dumps({"mac": mac, "code": code}).encode("utf-8")
     try:
-        response = await conn.request(
-            "POST", info.path, json_body={"mac": mac, "code": code}, time_limit=dialer.time_limit
+        response = await http.send(
+            info.scheme,
+            info.host,
+            info.port,
+            "POST",
+            info.path,
+            body=body,
+            content_type="application/json",
         )
+    except PinMismatch as exc:
+        return Failure("pin_mismatch", str(exc))
+    except NoPin as exc:
+        return Failure("no_pin", str(exc))
     except HttpProtocolError as exc:
-        return Failure("protocol_error", str(exc)), None
+        return Failure("protocol_error", str(exc))
     except HttpError as exc:
-        return Failure("connection_failed", str(exc)), None
-    keep = conn if conn.reusable else None
-    if keep is None:
-        await conn.close()
+        return Failure("connection_failed", str(exc))
     if response.status == 200:
         try:
             creds = credentials_from_body(response.json())
         except HttpProtocolError as exc:
-            return Failure("protocol_error", str(exc), status=200), keep
+            return Failure("protocol_error", str(exc), status=200)
         if creds is None:
             return Failure(
                 "protocol_error",
                 "HTTP 200 but the body lacks status/tenant/device_id/client_id/client_secret/"
                 "authorization_server",
                 status=200,
-            ), keep
-        return creds, keep
-    return failure_from_response(response), keep
+            )
+        return creds
+    return failure_from_response(response)
 
 
 @dataclass
@@ -777,6 +769,7 @@ class HttpOptions:
     local_address: str | None = None
     timeout: float = 10.0
     keep_alive: bool = True
+    sessions: TlsSessions | None = None  # TLS sessions to resume (one device's, or a fleet's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -829,6 +822,9 @@ class Device:
         self._listener = listener
         self._sleep = sleep
         self.http_time = 0.0  # seconds spent in POSTs (connect, TLS, request), for the bench
+        self.client: HttpClient | None = None  # one HTTPS client for the code and sign-in
+        self.token_time = 0.0  # seconds in the last token request (the one that signed in)
+        self.last_poll_at: float | None = None  # when the last token request was sent
 
     def _now(self) -> float:
         return self._clock() if self._clock else asyncio.get_running_loop().time()
@@ -843,11 +839,26 @@ class Device:
         m = self.machine
         started = self._now()
         self._emit(m.power_on(started))
-        await self._provision()
-        options = self.sign_in_options
-        if options is not None and m.is_in(State.SIGN_IN_SCREEN):
-            await self.sign_in(options, until=started + options.time_limit)
+        try:
+            await self._provision()
+            options = self.sign_in_options
+            if options is not None and m.is_in(State.SIGN_IN_SCREEN):
+                await self.sign_in(options, until=started + options.time_limit)
+        finally:
+            await self.close()
         return m
+
+    def _client(self) -> HttpClient:
+        """The device's HTTPS client, made once discovery gave the pin."""
+        if self.client is None:
+            self.client = HttpClient(self._dialer(), keep_alive=self.http.keep_alive)
+        return self.client
+
+    async def close(self) -> None:
+        """Close the device's kept connection."""
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.client.close()
 
     async def _provision(self) -> DeviceMachine:
         m = self.machine
@@ -868,39 +879,25 @@ class Device:
         if m.finished:
             return m
         self._emit(m.ask_code(self._now()))
-        connection: HttpConnection | None = None
-        try:
-            while m.is_in(State.CODE_ENTRY):
-                code = await self.codes(m)
-                if code is None:
-                    self._emit(m.no_code("no verification code was entered", self._now()))
-                    break
-                self._emit(m.code_entered(code, self._now()))
-                while m.is_in(State.PROVISIONING):
-                    started = self._now()
-                    outcome, connection = await post_code(
-                        info,
-                        m.mac,
-                        code,
-                        dialer=self._dialer(),
-                        connection=connection if self.http.keep_alive else None,
-                    )
-                    self.http_time += self._now() - started
-                    if isinstance(outcome, Credentials):
-                        self._emit(m.provisioned(outcome, self._now()))
-                    elif outcome.error in LOCAL_ERRORS:
-                        self._emit(m.fail(outcome, self._now()))
-                    else:
-                        self._emit(m.refused(outcome, self._now()))
-                        if m.is_in(State.PROVISIONING):
-                            await self._sleep(m.retry_after)
-                    if not self.http.keep_alive and connection is not None:
-                        await connection.close()
-                        connection = None
-        finally:
-            if connection is not None:
-                with contextlib.suppress(Exception):
-                    await connection.close()
+        http = self._client()
+        while m.is_in(State.CODE_ENTRY):
+            code = await self.codes(m)
+            if code is None:
+                self._emit(m.no_code("no verification code was entered", self._now()))
+                break
+            self._emit(m.code_entered(code, self._now()))
+            while m.is_in(State.PROVISIONING):
+                started = self._now()
+                outcome = await post_code(info, m.mac, code, http=http)
+                self.http_time += self._now() - started
+                if isinstance(outcome, Credentials):
+                    self._emit(m.provisioned(outcome, self._now()))
+                elif outcome.error in LOCAL_ERRORS:
+                    self._emit(m.fail(outcome, self._now()))
+                else:
+                    self._emit(m.refused(outcome, self._now()))
+                    if m.is_in(State.PROVISIONING):
+                        await self._sleep(m.retry_after)
         return m
 
     def _dialer(self) -> Dialer:
@@ -912,6 +909,7 @@ class Device:
             context=self.http.context,
             local_address=self.http.local_address,
             time_limit=self.http.timeout,
+            sessions=self.http.sessions,
         )
 
     async def _wait_until(self, when: float, until: float) -> None:
@@ -929,7 +927,7 @@ class Device:
             creds.authorization_server,
             creds.client_id,
             creds.client_secret,
-            dialer=self._dialer(),
+            http=self._client(),
         )
         backoff = 0.0
         schedule: PollSchedule | None = None
@@ -964,11 +962,13 @@ class Device:
                 if schedule.expired(now):
                     self._emit(m.back_to_sign_in("expired", "The sign-in code expired.", now))
                     continue
+                self.last_poll_at = now
                 try:
                     polled = await client.poll(m.authorization.device_code)
                     step = schedule.on_answer(polled, now)
                 except (HttpError, SignInError):
                     polled, step = None, schedule.on_network_error(now)
+                self.token_time = self._now() - now
                 if step is PollStep.SIGNED_IN:
                     assert isinstance(polled, Tokens)
                     refresh_token = polled.refresh_token

@@ -31,9 +31,11 @@ from device_emulator.device import (
     Device,
     DeviceMachine,
     Discoverer,
+    Event,
     Failure,
     HttpOptions,
     PinPolicy,
+    SignInOptions,
     State,
     dhcp_discoverer,
     fixed_code,
@@ -47,7 +49,7 @@ from device_emulator.dhcp_client import (
     RetryPolicy,
 )
 from device_emulator.dhcp_codec import DEFAULT_REQUEST_OPTIONS, mac_to_bytes, mac_to_text
-from device_emulator.https_client import unverified_context
+from device_emulator.https_client import TlsSessions, unverified_context
 from device_emulator.mdns_client import MdnsTransport
 from device_emulator.mdns_codec import DEFAULT_SERVICE
 from device_emulator.udp import QueueReceiver, bound_udp_socket
@@ -414,6 +416,14 @@ class FleetConfig:
     pin: PinPolicy = field(default_factory=PinPolicy)
     http_timeout: float = 10.0
     keep_alive: bool = True
+    # Remote sign-in (RFC 8628) after provisioning: each device starts the device authorization
+    # and polls until it holds its tokens (someone approves its user code meanwhile). A device
+    # gives its worker back once it shows its user code, so polling devices do not count
+    # against `concurrency`.
+    sign_in: bool = False
+    sign_in_time_limit: float = 300.0  # seconds from power-on
+    # Resume one TLS session across the fleet's devices (each device resumes its own anyway).
+    share_tls_sessions: bool = False
 
 
 @dataclass
@@ -427,6 +437,8 @@ class DeviceOutcome:
     time_to_provision: float | None
     discovery_time: float | None
     http_time: float
+    step: str | None = None  # where it failed: discover, provision, authorize, token
+    steps: dict[str, float] = field(default_factory=dict)  # seconds per step it completed
 
 
 @dataclass
@@ -441,22 +453,52 @@ class FleetReport:
     dhcp_unmatched: int = 0
     mdns_unmatched: int = 0
     fd_limit: tuple[int, int] = (0, 0)
+    sign_in: bool = False
+    tls_offered: int = 0
+    tls_resumed: int = 0
+    cpu_s: float = 0.0  # this process's CPU seconds during the run
 
     @property
     def provisioned(self) -> int:
         """Devices that reached the sign-in screen."""
-        return sum(1 for o in self.outcomes if o.state is State.SIGN_IN_SCREEN)
+        return sum(1 for o in self.outcomes if "provision" in o.steps)
+
+    @property
+    def signed_in(self) -> int:
+        """Devices that hold their tokens (with sign-in)."""
+        return sum(1 for o in self.outcomes if o.state is State.SIGNED_IN)
+
+    def failures_by_step(self) -> dict[str, dict[str, int]]:
+        """Failed devices by the step they failed in, then by reason."""
+        out: dict[str, Counter[str]] = {}
+        for o in self.outcomes:
+            if o.step is not None:
+                out.setdefault(o.step, Counter())[o.error or "unknown"] += 1
+        return {step: dict(c.most_common()) for step, c in out.items()}
+
+    def step_times(self) -> dict[str, dict[str, float | None]]:
+        """p50/p99 seconds per step, over the devices that completed it."""
+        out: dict[str, dict[str, float | None]] = {}
+        for step in STEPS:
+            values = [o.steps[step] for o in self.outcomes if step in o.steps]
+            if values:
+                out[step] = {
+                    "p50": percentile(values, 50),
+                    "p99": percentile(values, 99),
+                    "max": max(values),
+                }
+        return out
 
     @property
     def failures(self) -> Counter[str]:
         """Failed devices by error code."""
-        return Counter(o.error or "unknown" for o in self.outcomes if o.state is State.FAILED)
+        return Counter(o.error or "unknown" for o in self.outcomes if o.step is not None)
 
     def failure_examples(self) -> dict[str, str]:
         """The first message seen for each error code."""
         out: dict[str, str] = {}
         for o in self.outcomes:
-            if o.state is State.FAILED and o.error and o.error not in out:
+            if o.step is not None and o.error and o.error not in out:
                 out[o.error] = o.message or ""
         return out
 
@@ -488,6 +530,13 @@ class FleetReport:
             "dhcp_unmatched_replies": self.dhcp_unmatched,
             "mdns_unmatched_replies": self.mdns_unmatched,
             "fd_limit": list(self.fd_limit),
+            "sign_in": self.sign_in,
+            "signed_in": self.signed_in,
+            "failures_by_step": self.failures_by_step(),
+            "steps_s": self.step_times(),
+            "tls_sessions": {"offered": self.tls_offered, "resumed": self.tls_resumed},
+            "cpu_s": self.cpu_s,
+            "cpu_per_device_ms": 1000 * self.cpu_s / self.devices if self.devices else None,
         }
 
     def lines(self) -> list[str]:
@@ -524,6 +573,18 @@ class FleetReport:
         out.append(
             f"wall time: {self.wall_time:.2f} s"
             + (f" ({rate:.0f} devices/s)" if rate is not None else "")
+        )
+        if self.sign_in:
+            out.append(f"signed in: {self.signed_in}")
+            for step, counts in self.failures_by_step().items():
+                out.append(
+                    f"  failed at {step}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+                )
+            for step, t in self.step_times().items():
+                out.append(f"  {step}: p50 {ms(t['p50'])}, p99 {ms(t['p99'])}")
+        out.append(
+            f"TLS sessions resumed: {self.tls_resumed} of {self.tls_offered} offered; "
+            f"emulator CPU {self.cpu_s:.2f} s"
         )
         if self.dhcp_unmatched or self.mdns_unmatched:
             out.append(
@@ -576,12 +637,23 @@ async def run_fleet(
         mdns = SharedMdns(config.mdns_server)
         mdns.start()
     context: ssl.SSLContext = unverified_context()  # one context: building one costs ~ms
+    fleet_sessions = TlsSessions() if config.share_tls_sessions else None
+    counted: list[TlsSessions] = [fleet_sessions] if fleet_sessions is not None else []
+    background: set[asyncio.Task[DeviceOutcome]] = set()
+    sign_in_options = (
+        SignInOptions(time_limit=config.sign_in_time_limit, max_sign_ins=3)
+        if config.sign_in
+        else None
+    )
+    cpu0 = time.process_time()
     outcomes: list[DeviceOutcome] = []
     queue: asyncio.Queue[tuple[int, FleetEntry]] = asyncio.Queue()
     for item in enumerate(entries):
         queue.put_nowait(item)
 
-    async def one(index: int, entry: FleetEntry) -> DeviceOutcome:
+    async def one(
+        index: int, entry: FleetEntry, released: asyncio.Event | None = None
+    ) -> DeviceOutcome:
         address = (
             device_address(config.address_base, index) if config.address_base else config.ciaddr
         )
@@ -618,6 +690,18 @@ async def run_fleet(
                     ),
                 )
             )
+        sessions = fleet_sessions
+        if sessions is None:
+            sessions = TlsSessions()  # the device resumes its own session on a new connection
+            counted.append(sessions)
+
+        def listen(machine: DeviceMachine, event: Event) -> None:
+            # Once the user code shows (or the device is done), its worker takes the next one.
+            if released is not None and (
+                event.state in (State.SIGNING_IN, State.FAILED, State.SIGNED_IN)
+            ):
+                released.set()
+
         device = Device(
             entry.mac,
             discoverers,
@@ -629,7 +713,10 @@ async def run_fleet(
                 local_address=address if config.address_base else None,
                 timeout=config.http_timeout,
                 keep_alive=config.keep_alive,
+                sessions=sessions,
             ),
+            listener=listen,
+            sign_in=sign_in_options,
         )
         try:
             machine = await device.run()
@@ -643,7 +730,9 @@ async def run_fleet(
         finally:
             if view is not None:
                 view.close()
-        return _outcome(machine, device.http_time)
+            if released is not None:
+                released.set()
+        return _outcome(machine, device, config.sign_in)
 
     done = 0
 
@@ -654,10 +743,27 @@ async def run_fleet(
                 index, entry = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            outcomes.append(await one(index, entry))
-            done += 1
-            if progress is not None:
-                progress(done, len(entries))
+            if not config.sign_in:
+                outcomes.append(await one(index, entry))
+                finished()
+                continue
+            released = asyncio.Event()
+            task = asyncio.create_task(one(index, entry, released))
+            background.add(task)
+            task.add_done_callback(collect)
+            await released.wait()
+
+    def finished() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, len(entries))
+
+    def collect(task: asyncio.Task[DeviceOutcome]) -> None:
+        background.discard(task)
+        if not task.cancelled() and task.exception() is None:
+            outcomes.append(task.result())
+            finished()
 
     started = time.perf_counter()
     try:
@@ -665,6 +771,8 @@ async def run_fleet(
             asyncio.create_task(worker()) for _ in range(min(config.concurrency, len(entries)))
         ]
         await asyncio.gather(*workers)
+        while background:  # devices polling for their tokens
+            await asyncio.gather(*list(background), return_exceptions=True)
     finally:
         wall = time.perf_counter() - started
         if demux is not None:
@@ -680,6 +788,10 @@ async def run_fleet(
         dhcp_unmatched=demux.unmatched if demux is not None else 0,
         mdns_unmatched=mdns.unmatched if mdns is not None else 0,
         fd_limit=fd_limit,
+        sign_in=config.sign_in,
+        tls_offered=sum(c.offered for c in counted),
+        tls_resumed=sum(c.resumed for c in counted),
+        cpu_s=time.process_time() - cpu0,
     )
 
 
@@ -697,18 +809,65 @@ async def _open_dhcp(config: FleetConfig) -> DhcpTransport:
     )
 
 
-def _outcome(machine: DeviceMachine, http_time: float) -> DeviceOutcome:
+STEPS = ("discover", "provision", "authorize", "approve_wait", "token", "total")
+# The step a device was in when it stopped, by its last state before FAILED (or its last state).
+_STEP_OF = {
+    State.BOOT: "discover",
+    State.DISCOVER: "discover",
+    State.PROVISION_SCREEN: "provision",
+    State.CODE_ENTRY: "provision",
+    State.PROVISIONING: "provision",
+    State.SIGN_IN_SCREEN: "authorize",
+    State.SIGNING_IN: "token",
+    State.POLLING: "token",
+}
+
+
+def _outcome(machine: DeviceMachine, device: Device, sign_in: bool) -> DeviceOutcome:
     start = machine.entered(State.DISCOVER)
     found = machine.entered(State.PROVISION_SCREEN)
+    provisioned = machine.entered(State.SIGN_IN_SCREEN)
+    showing = machine.entered(State.SIGNING_IN)
+    signed = machine.entered(State.SIGNED_IN)
+    steps: dict[str, float] = {}
+    if start is not None and found is not None:
+        steps["discover"] = found - start
+    if found is not None and provisioned is not None:
+        steps["provision"] = provisioned - found
+    if provisioned is not None and showing is not None:
+        steps["authorize"] = showing - provisioned
+    if showing is not None and signed is not None and device.last_poll_at is not None:
+        steps["approve_wait"] = device.last_poll_at - showing
+        steps["token"] = device.token_time
+    boot = machine.entered(State.BOOT)
+    if boot is not None and (signed if sign_in else provisioned) is not None:
+        steps["total"] = (signed if sign_in else provisioned) - boot  # type: ignore[operator]
     failure = machine.failure
+    error, message, step = None, None, None
+    if failure is not None:
+        error, message = failure.error, failure.message
+        before = [e.state for e in machine.events if e.state is not State.FAILED]
+        step = _STEP_OF.get(before[-1], "token") if before else "discover"
+    elif sign_in and not machine.is_in(State.SIGNED_IN):
+        # Stopped without tokens: the time limit, or no device authorization could be had.
+        step = _STEP_OF.get(machine.state, "token")
+        problem = machine.sign_in_problem
+        if problem is not None:
+            error, message = problem.error, problem.message
+        elif machine.notice:
+            error, message = "not_signed_in", machine.notice
+        else:
+            error, message = "time_limit", "not approved within the sign-in time limit"
     return DeviceOutcome(
         mac=machine.mac,
         state=machine.state,
-        error=failure.error if failure else None,
-        message=failure.message if failure else None,
+        error=error,
+        message=message,
         time_to_provision=machine.time_to_provision,
-        discovery_time=None if start is None or found is None else found - start,
-        http_time=http_time,
+        discovery_time=steps.get("discover"),
+        http_time=device.http_time,
+        step=step,
+        steps=steps,
     )
 
 

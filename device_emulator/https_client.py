@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import json
 import ssl
@@ -24,6 +25,7 @@ from device_emulator.provisioning import normalize_fingerprint
 
 __all__ = [
     "Dialer",
+    "HttpClient",
     "HttpConnection",
     "HttpError",
     "HttpProtocolError",
@@ -31,6 +33,8 @@ __all__ = [
     "NoPin",
     "PinMismatch",
     "ResponseParser",
+    "ResumingContext",
+    "TlsSessions",
     "build_request",
     "certificate_fingerprint",
     "unverified_context",
@@ -71,9 +75,59 @@ def certificate_fingerprint(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+# The TLS session a connection being opened in this task offers to resume (see ResumingContext).
+_OFFER: contextvars.ContextVar[ssl.SSLSession | None] = contextvars.ContextVar(
+    "imprint_tls_offer", default=None
+)
+
+
+class ResumingContext(ssl.SSLContext):
+    """A client context whose connections can resume a TLS session (RFC 8446 §2.2).
+
+    asyncio's SSL transport calls `wrap_bio` without a session, so the session to offer travels
+    in a context variable set by the task that opens the connection (`Dialer.open`); the
+    transport makes its SSL object inside that task's context.
+    """
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        offer = session if session is not None else _OFFER.get()
+        if offer is not None and server_side:
+            offer = None
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname, offer)
+
+
+class TlsSessions:
+    """TLS sessions to resume, by server and certificate pin.
+
+    A session is only offered to the origin it was made with and only under the same pin, and
+    the pin is checked on every connection, resumed or not (a resumed session carries the
+    certificate the full handshake saw). One device keeps its own; a fleet may share one
+    between its devices (`shared`), which real devices would not do, to take the full
+    handshake's cost off the server where the bench is about the server's other work.
+    """
+
+    def __init__(self) -> None:
+        self._sessions: dict[tuple[str, int, str | None], ssl.SSLSession] = {}
+        self.offered = 0
+        self.resumed = 0
+
+    def get(self, host: str, port: int, pin: str | None) -> ssl.SSLSession | None:
+        return self._sessions.get((host.lower(), port, pin))
+
+    def put(self, host: str, port: int, pin: str | None, session: ssl.SSLSession) -> None:
+        self._sessions[(host.lower(), port, pin)] = session
+
+
 def unverified_context() -> ssl.SSLContext:
     """A client context that accepts any chain: the pin check after the handshake replaces it."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx = ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     # Order matters: check_hostname must be off before verify_mode can be CERT_NONE.
     ctx.check_hostname = False
@@ -376,6 +430,19 @@ class HttpConnection:
         self.peer_fingerprint = peer_fingerprint
         self.reusable = True
         self.requests = 0
+        self.answered_any_byte = False  # the current exchange got at least one byte back
+
+    @property
+    def tls_session(self) -> ssl.SSLSession | None:
+        """The TLS session (with the server's tickets once a response was read), or None."""
+        ssl_object = self._writer.get_extra_info("ssl_object")
+        return None if ssl_object is None else ssl_object.session
+
+    @property
+    def session_reused(self) -> bool:
+        """True when the TLS handshake resumed a session instead of a full handshake."""
+        ssl_object = self._writer.get_extra_info("ssl_object")
+        return bool(ssl_object is not None and ssl_object.session_reused)
 
     @classmethod
     async def open(
@@ -489,6 +556,7 @@ class HttpConnection:
         parser = ResponseParser(head_request=method == "HEAD")
         self.reusable = False  # until this exchange has completed cleanly
         self.requests += 1
+        self.answered_any_byte = False
         try:
             async with asyncio.timeout(time_limit):
                 self._writer.write(data)
@@ -498,6 +566,7 @@ class HttpConnection:
                     if not chunk:
                         parser.feed_eof()
                         break
+                    self.answered_any_byte = True
                     parser.feed(chunk)
         except TimeoutError:
             self.abort()
@@ -532,24 +601,134 @@ class HttpConnection:
 @dataclass(frozen=True, slots=True)
 class Dialer:
     """How the device connects to the server it provisions with: the certificate pin (or leave
-    to go without one over https), the TLS context, the source address, and the time limit for
-    connecting and for each exchange. The same for the provisioning POST and for sign-in."""
+    to go without one over https), the TLS context, the source address, the time limit for
+    connecting and for each exchange, and where TLS sessions are kept for resumption. The same
+    for the provisioning POST and for sign-in."""
 
     pin: str | None = None
     allow_unpinned: bool = False
     context: ssl.SSLContext | None = None
     local_address: str | None = None
     time_limit: float = 10.0
+    sessions: TlsSessions | None = None
 
     async def open(self, scheme: str, host: str, port: int) -> HttpConnection:
-        """HttpConnection.open with these settings."""
-        return await HttpConnection.open(
-            scheme,
-            host,
-            port,
-            pin=self.pin,
-            allow_unpinned=self.allow_unpinned,
-            context=self.context,
-            local_address=self.local_address,
-            time_limit=self.time_limit,
-        )
+        """HttpConnection.open with these settings (resuming a kept TLS session if any)."""
+        offer = None
+        if scheme == "https" and self.sessions is not None:
+            offer = self.sessions.get(host, port, self.pin)
+        token = _OFFER.set(offer)
+        try:
+            conn = await HttpConnection.open(
+                scheme,
+                host,
+                port,
+                pin=self.pin,
+                allow_unpinned=self.allow_unpinned,
+                context=self.context,
+                local_address=self.local_address,
+                time_limit=self.time_limit,
+            )
+        finally:
+            _OFFER.reset(token)
+        if offer is not None and self.sessions is not None:
+            self.sessions.offered += 1
+            if conn.session_reused:
+                self.sessions.resumed += 1
+        return conn
+
+    def keep_session(self, conn: HttpConnection) -> None:
+        """Remember the connection's TLS session (after a response: TLS 1.3 sends its tickets
+        after the handshake) for the next connection to this server under this pin."""
+        if self.sessions is not None and conn.scheme == "https":
+            session = conn.tls_session
+            if session is not None and session.has_ticket:
+                self.sessions.put(conn.host, conn.port, self.pin, session)
+
+
+class HttpClient:
+    """One device's HTTPS client for everything it asks the server: the code POST, the RFC 8414
+    metadata, the device authorization and the token polls.
+
+    It keeps one connection open (HTTP/1.1 keep-alive) and sends the next request on it while
+    the server keeps it open; a new connection resumes the TLS session of the one before (or of
+    another device of the fleet, see TlsSessions). Every connection, new or resumed, is checked
+    against the pin before a request byte is sent. A request that found a kept connection
+    closed by the server (no answer at all) is sent again once on a new connection, unless the
+    caller says it must not be (`resend=False`: e.g. a refresh token, which rotates on use).
+    """
+
+    def __init__(self, dialer: Dialer, *, keep_alive: bool = True) -> None:
+        self.dialer = dialer
+        self.keep_alive = keep_alive
+        self._conn: HttpConnection | None = None
+        self.requests = 0
+        self.connections = 0
+
+    async def send(
+        self,
+        scheme: str,
+        host: str,
+        port: int,
+        method: str,
+        target: str,
+        *,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+        resend: bool = True,
+    ) -> HttpResponse:
+        """One exchange; raises PinMismatch, NoPin, HttpProtocolError or HttpError."""
+        conn = self._conn
+        if conn is not None and not (
+            conn.reusable and (conn.scheme, conn.host, conn.port) == (scheme, host, port)
+        ):
+            await self.close()
+            conn = None
+        reused = conn is not None
+        if conn is None:
+            conn = await self._dial(scheme, host, port)
+        self.requests += 1
+        try:
+            response = await conn.send(
+                method,
+                target,
+                body=body,
+                content_type=content_type,
+                headers=headers,
+                time_limit=self.dialer.time_limit,
+                keep_alive=self.keep_alive,
+            )
+        except HttpError:
+            self._conn = None
+            if not (reused and resend and not conn.answered_any_byte):
+                raise
+            conn = await self._dial(scheme, host, port)  # the server closed the idle one
+            response = await conn.send(
+                method,
+                target,
+                body=body,
+                content_type=content_type,
+                headers=headers,
+                time_limit=self.dialer.time_limit,
+                keep_alive=self.keep_alive,
+            )
+        self.dialer.keep_session(conn)
+        if conn.reusable:
+            self._conn = conn
+        else:
+            self._conn = None
+            await conn.close()
+        return response
+
+    async def _dial(self, scheme: str, host: str, port: int) -> HttpConnection:
+        conn = await self.dialer.open(scheme, host, port)
+        self.connections += 1
+        self._conn = conn
+        return conn
+
+    async def close(self) -> None:
+        """Close the kept connection, if any."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()

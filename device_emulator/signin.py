@@ -3,9 +3,10 @@
 Pure parts (no sockets, no clock): the RFC 8414 metadata, the device authorization and token
 responses parsed from status + JSON, `PollSchedule` (the polling interval, `slow_down`, expiry,
 back-off after network errors) and `refresh_step` (what a refresh answer means for the device).
-`OAuthClient` is the thin I/O part over `https_client` (standard library only, no aiohttp): it
-pins the same certificate the device pinned when it provisioned, and authenticates as the
-confidential client it became there (HTTP Basic, RFC 6749 §2.3.1).
+`OAuthClient` is the thin I/O part over the device's one `https_client.HttpClient` (standard
+library only, no aiohttp), the same client and connection that sent the code: it pins the same
+certificate, and authenticates as the confidential client it became there (HTTP Basic, RFC 6749
+§2.3.1).
 """
 
 from __future__ import annotations
@@ -18,10 +19,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote_plus, urlencode, urlsplit
 
-from device_emulator.https_client import (
-    Dialer,
-    HttpProtocolError,
-)
+from device_emulator.https_client import HttpClient, HttpProtocolError
 
 __all__ = [
     "DEFAULT_INTERVAL",
@@ -337,9 +335,11 @@ def form_body(params: dict[str, str]) -> bytes:
 class OAuthClient:
     """The device as an OAuth client of the server it provisioned with.
 
-    Every request uses a fresh connection (pinned like the provisioning one): a refresh token
-    rotates on use (RFC 9700 §4.14.2), so a request lost on a stale keep-alive connection must
-    not be resent blindly, and a poll every few seconds gains nothing from keep-alive.
+    Its requests go through the device's one `HttpClient` (the one that sent the code): the
+    same pinned, kept-alive connection, or a resumed TLS session when the server closed it. A
+    token request is never sent twice on its own (`resend=False`): a refresh token rotates on
+    use (RFC 9700 §4.14.2) and a device code is redeemed once, so a request lost on a kept
+    connection is left to the poll schedule's back-off instead.
     """
 
     def __init__(
@@ -348,35 +348,33 @@ class OAuthClient:
         client_id: str,
         client_secret: str,
         *,
-        dialer: Dialer,
+        http: HttpClient,
     ) -> None:
         self.metadata_url = parse_url(metadata_url)
         self.client_id = client_id
         self._secret = client_secret
-        self.dialer = dialer
+        self.http = http
         self.endpoints: Endpoints | None = None
         self.requests = 0
 
     async def _exchange(
-        self, method: str, url: Url, params: dict[str, str] | None
+        self, method: str, url: Url, params: dict[str, str] | None, *, resend: bool = True
     ) -> tuple[int, Any]:
-        conn = await self.dialer.open(url.scheme, url.host, url.port)
         headers: tuple[tuple[str, str], ...] = ()
         if params is not None:
             headers = (("Authorization", basic_authorization(self.client_id, self._secret)),)
-        try:
-            self.requests += 1
-            response = await conn.send(
-                method,
-                url.target,
-                body=None if params is None else form_body(params),
-                content_type=None if params is None else FORM,
-                headers=headers,
-                time_limit=self.dialer.time_limit,
-                keep_alive=False,
-            )
-        finally:
-            await conn.close()
+        self.requests += 1
+        response = await self.http.send(
+            url.scheme,
+            url.host,
+            url.port,
+            method,
+            url.target,
+            body=None if params is None else form_body(params),
+            content_type=None if params is None else FORM,
+            headers=headers,
+            resend=resend,
+        )
         try:
             body = response.json()
         except HttpProtocolError:
@@ -407,12 +405,12 @@ class OAuthClient:
             "device_code": device_code,
             "client_id": self.client_id,
         }
-        status, body = await self._exchange("POST", endpoints.token, params)
+        status, body = await self._exchange("POST", endpoints.token, params, resend=False)
         return parse_token_response(status, body)
 
     async def refresh(self, refresh_token: str) -> Tokens | OAuthFailure:
         """Exchange the refresh token for new tokens (RFC 6749 §6)."""
         endpoints = await self.discover()
         params = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        status, body = await self._exchange("POST", endpoints.token, params)
+        status, body = await self._exchange("POST", endpoints.token, params, resend=False)
         return parse_token_response(status, body)

@@ -26,6 +26,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +35,60 @@ from typing import Any
 
 TENANT = "storm"
 TENANT_NAME = "Boot Storm Ltd"
+USER = "storm@boot-storm.example"
+
+
+class Approver(threading.Thread):
+    """The admin side: approves every pending sign-in in bulk, over the REST API, as devices
+    show their user codes (one POST .../sign-ins/approve {"all_pending": true} every
+    `period` seconds while the fleet runs)."""
+
+    def __init__(self, api: Api, server_pid: int, period: float = 0.25) -> None:
+        super().__init__(daemon=True, name="approver")
+        self.api = api
+        self.server_pid = server_pid
+        self.period = period
+        self._halt = threading.Event()
+        self.calls = 0
+        self.approved = 0
+        self.errors: list[str] = []
+        self.call_s: list[float] = []
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            t0 = time.perf_counter()
+            try:
+                status, body = self.api.call(
+                    "POST",
+                    f"/api/v1/tenants/{TENANT}/sign-ins/approve",
+                    json.dumps({"user": USER, "all_pending": True}).encode(),
+                )
+            except OSError as exc:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            else:
+                self.calls += 1
+                self.call_s.append(time.perf_counter() - t0)
+                if status == 200:
+                    self.approved += int(json.loads(body)["approved"])
+                else:
+                    self.errors.append(f"HTTP {status}: {body[:200]!r}")
+            self._halt.wait(self.period)
+
+    def stop(self) -> None:
+        if self.is_alive():
+            self._halt.set()
+            self.join(60)
+
+    def summary(self) -> dict[str, Any]:
+        calls = sorted(self.call_s)
+        return {
+            "calls": self.calls,
+            "approved": self.approved,
+            "errors": len(self.errors),
+            "error_examples": self.errors[:3],
+            "call_p50_s": calls[len(calls) // 2] if calls else None,
+            "call_max_s": calls[-1] if calls else None,
+        }
 
 
 def console_script(name: str) -> Path:
@@ -52,7 +107,13 @@ def free_port(kind: int) -> int:
 
 
 def write_config(
-    state: Path, ports: dict[str, int], mdns: bool, neighbours: dict[str, str]
+    state: Path,
+    ports: dict[str, int],
+    mdns: bool,
+    neighbours: dict[str, str],
+    *,
+    interval: int = 1,
+    connections: int = 1024,
 ) -> Path:
     """A lab-like config: TLS on (self-signed), DHCP inform and mDNS on loopback lab ports."""
     lines = [
@@ -61,6 +122,10 @@ def write_config(
         "[http]",
         'host = "127.0.0.1"',
         f"port = {ports['http']}",
+        # Devices waiting for approval keep their connection open between polls (keep-alive),
+        # all from 127.0.0.1 unless --address-base: up to N at once.
+        f"max_connections = {connections}",
+        f"max_connections_per_source = {connections}",
         "[tls]",
         "enabled = true",
         "[dhcp]",
@@ -85,6 +150,10 @@ def write_config(
         "[provision]",
         "rate_per_source = 100000",
         "burst_per_source = 100000",
+        "[oauth]",
+        # RFC 8628's default is 5 s; a device waits one interval before its first poll, so the
+        # interval is a floor under the time to signed in. 1 s is the least the server allows.
+        f"interval_s = {interval}",
         "[log]",
         'level = "WARNING"',
     ]
@@ -167,7 +236,14 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
         if args.discover != "dhcp" and args.address_base:
             base = ipaddress.IPv4Address(args.address_base)
             neighbours = {str(base + i): mac for i, mac in enumerate(macs(n))}
-        cfg = write_config(state, ports, mdns=args.discover != "dhcp", neighbours=neighbours)
+        cfg = write_config(
+            state,
+            ports,
+            mdns=args.discover != "dhcp",
+            neighbours=neighbours,
+            interval=args.interval,
+            connections=max(1024, min(n + args.concurrency + 64, 1_000_000)),
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMPRINT_")}
         serve = [str(console_script("imprint")), "serve", "--config", str(cfg)]
         if args.profile:
@@ -215,6 +291,13 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 {"all_awaiting_activation": True},
             )
             export = api.ok("GET", f"/api/v1/tenants/{TENANT}/devices/export.csv")
+            if not args.no_sign_in:
+                # The account every device signs in as (one argon2id hash, once).
+                api.ok(
+                    "POST",
+                    f"/api/v1/tenants/{TENANT}/users",
+                    {"username": USER, "display_name": "Storm", "password": "storm-password-1"},
+                )
             setup_s = time.perf_counter() - t0
             csv_path = state / "export.csv"
             csv_path.write_bytes(export)
@@ -242,6 +325,10 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 cmd += ["--address-base", args.address_base]
             if args.no_keep_alive:
                 cmd.append("--no-keep-alive")
+            if not args.no_sign_in:
+                cmd += ["--sign-in", "--sign-in-time-limit", str(args.sign_in_time_limit)]
+            if args.share_tls_sessions:
+                cmd.append("--share-tls-sessions")
             if args.profile:
                 # Same command under cProfile: python -m cProfile -o FILE -m device_emulator ...
                 prof = args.profile.with_suffix(f".{n}.prof")
@@ -259,7 +346,13 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
             server_cpu0 = cpu_seconds(server.pid)
             before = os.times()
             started = time.perf_counter()
-            fleet = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+            approver = Approver(Api(ports["http"], token), server.pid)
+            if not args.no_sign_in:
+                approver.start()
+            try:
+                fleet = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+            finally:
+                approver.stop()
             outer_wall = time.perf_counter() - started
             server_cpu = cpu_seconds(server.pid) - server_cpu0
             if fleet.returncode not in (0, 2) or not fleet.stdout.strip():
@@ -276,6 +369,7 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 load_before=load_before,
                 load_after=os.getloadavg()[0],
                 server_cpu_s=server_cpu,
+                approvals=approver.summary(),
                 emulator_cpu_s=(after.children_user - before.children_user)
                 + (after.children_system - before.children_system),
             )
@@ -307,34 +401,68 @@ def ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1000:.1f} ms"
 
 
+def summary(r: dict[str, Any]) -> dict[str, Any]:
+    """The one JSON object per N that --json prints."""
+    n = r["devices"]
+    done = r["signed_in"] if r["sign_in"] else r["provisioned"]
+    return {
+        "devices": n,
+        "signed_in": r["signed_in"],
+        "provisioned": r["provisioned"],
+        "failures": r["failures_by_step"],
+        "wall_s": r["wall_time_s"],
+        "server_cpu_s": r["server_cpu_s"],
+        "emulator_cpu_s": r["emulator_cpu_s"],
+        "server_cpu_ms_per_device": 1000 * r["server_cpu_s"] / n if n else None,
+        "emulator_cpu_ms_per_device": 1000 * r["emulator_cpu_s"] / n if n else None,
+        "devices_per_s": done / r["wall_time_s"] if r["wall_time_s"] else None,
+        "steps_s": r["steps_s"],
+        "tls_sessions": r["tls_sessions"],
+        "approvals": r["approvals"],
+        "concurrency": r["concurrency"],
+        "load_before": r["load_before"],
+        "load_after": r["load_after"],
+    }
+
+
 def show(r: dict[str, Any]) -> None:
-    t = r["time_to_provision_s"]
+    n = r["devices"]
     print(
         f"\nN = {r['n']} devices (concurrency {r['concurrency']}), setup over REST {r['setup_s']:.1f} s"
     )
-    print(f"  provisioned          {r['provisioned']} / {r['devices']}")
-    failed = r["failed"]
+    print(f"  provisioned          {r['provisioned']} / {n}")
+    if r["sign_in"]:
+        print(f"  signed in            {r['signed_in']} / {n}")
+    by_step = r["failures_by_step"]
+    print(f"  failed               {sum(sum(c.values()) for c in by_step.values())}")
+    for step, counts in by_step.items():
+        for reason, count in counts.items():
+            example = r["failure_examples"].get(reason, "")
+            print(f"    {step}: {reason}: {count}  e.g. {example}")
+    goal = "signed in" if r["sign_in"] else "provisioned"
+    done = r["signed_in"] if r["sign_in"] else r["provisioned"]
+    rate = done / r["wall_time_s"] if r["wall_time_s"] else 0
     print(
-        f"  failed               {sum(failed.values())}"
-        + "".join(
-            f"\n    {k}: {v}  e.g. {r['failure_examples'].get(k, '')}" for k, v in failed.items()
+        f"  wall time            {r['wall_time_s']:.2f} s to all {goal} ({rate:.0f} devices/s; "
+        f"fleet process incl. start {r['fleet_process_wall_s']:.2f} s)"
+    )
+    for step, t in r["steps_s"].items():
+        print(f"    {step:<18} p50 {ms(t['p50'])}  p99 {ms(t['p99'])}  max {ms(t['max'])}")
+    print(
+        f"  CPU                  server {r['server_cpu_s']:.1f} s "
+        f"({1000 * r['server_cpu_s'] / n:.2f} ms/device), emulator {r['emulator_cpu_s']:.1f} s "
+        f"({1000 * r['emulator_cpu_s'] / n:.2f} ms/device); load average "
+        f"{r['load_before']:.1f} before, {r['load_after']:.1f} after"
+    )
+    tls = r["tls_sessions"]
+    print(f"  TLS sessions         {tls['resumed']} resumed of {tls['offered']} offered")
+    a = r["approvals"]
+    if a["calls"]:
+        print(
+            f"  approvals (admin)    {a['approved']} in {a['calls']} bulk calls "
+            f"(p50 {ms(a['call_p50_s'])}, max {ms(a['call_max_s'])}), {a['errors']} errors"
+            + (f": {a['error_examples']}" if a["errors"] else "")
         )
-    )
-    print(
-        f"  wall time            {r['wall_time_s']:.2f} s  ({r['devices_per_s'] or 0:.0f} devices/s; fleet process incl. start {r['fleet_process_wall_s']:.2f} s)"
-    )
-    print(f"  time to provision    p50 {ms(t['p50'])}  p99 {ms(t['p99'])}  max {ms(t['max'])}")
-    print(
-        f"    discovery ({r['discover']})".ljust(23)
-        + f"p50 {ms(r['discovery_s']['p50'])}  p99 {ms(r['discovery_s']['p99'])}"
-    )
-    print(
-        f"    code POST (TLS)    p50 {ms(r['code_post_s']['p50'])}  p99 {ms(r['code_post_s']['p99'])}"
-    )
-    print(
-        f"  CPU                  server {r['server_cpu_s']:.1f} s, emulator {r['emulator_cpu_s']:.1f} s; "
-        f"load average {r['load_before']:.1f} before, {r['load_after']:.1f} after"
-    )
     for name, value in r["server_metrics"].items():
         print(f"  server {name} = {value:g}")
     if r.get("dhcp_unmatched_replies"):
@@ -351,23 +479,44 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--address-base", help="per-device loopback addresses, e.g. 127.1.0.0")
     p.add_argument("--retry-initial", type=float, default=4.0, help="DHCP retransmission (s)")
     p.add_argument("--no-keep-alive", action="store_true")
-    p.add_argument("--json", type=Path, help="also write every figure to this file")
+    p.add_argument(
+        "--no-sign-in", action="store_true", help="stop at the sign-in screen (the old storm)"
+    )
+    p.add_argument("--interval", type=int, default=1, help="[oauth] interval_s (1)")
+    p.add_argument("--sign-in-time-limit", type=float, default=300.0)
+    p.add_argument(
+        "--share-tls-sessions",
+        action="store_true",
+        help="the fleet's devices resume one TLS session (each always resumes its own)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per N (devices, signed_in, failures, wall_s, "
+        "server_cpu_s, emulator_cpu_s, ...) instead of the text",
+    )
+    p.add_argument("--out", type=Path, help="also write every figure of every N to this file")
     p.add_argument(
         "--profile",
         type=Path,
         help="run the fleet and the server under cProfile: FILE.N.prof, FILE.server.N.prof",
     )
     args = p.parse_args(argv)
-    print(
-        f"boot storm on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, discovery {args.discover}"
-    )
+    if not args.json:
+        print(
+            f"boot storm on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+            f"discovery {args.discover}, sign-in {'off' if args.no_sign_in else 'on'}"
+        )
     results = []
     for n in args.devices:
         r = run_one(n, args)
-        show(r)
+        if args.json:
+            print(json.dumps(summary(r)), flush=True)
+        else:
+            show(r)
         results.append(r)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
     return 0
 
 

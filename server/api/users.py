@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from server.api.http import DeviceOut, M, T, device_out, tenant_first, who
 from server.oauth.service import OAuthService
 from server.oauth.store import UserRow
+from server.store.base import Invalid
 from server.web.keys import SERVICES
 from server.web.routes import Param, RouteTable
 
@@ -68,6 +69,55 @@ async def admin_sign_in(request: web.Request, tenant: str, mac: str) -> web.Resp
 async def admin_sign_out(request: web.Request, tenant: str, mac: str) -> dict[str, Any]:
     d = await _oauth(request).sign_out(who(request), tenant, mac)
     return device_out(d)
+
+
+class ApproveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(description="the tenant's user account the devices are signed in as")
+    macs: list[str] | None = Field(default=None, description="devices whose sign-in to approve")
+    all_pending: bool = Field(
+        default=False, description="every device of the tenant that is waiting for approval"
+    )
+
+
+class ApproveOut(BaseModel):
+    user: str
+    approved: int = Field(description="devices signed in by this call")
+    macs: list[str] = Field(description="the devices signed in by this call")
+    not_pending: list[str] = Field(
+        description="MACs asked for that had no pending sign-in (not asked yet, already "
+        "answered, or expired): approve again once they show their code"
+    )
+
+
+@routes.route(
+    "POST",
+    "/api/v1/tenants/{tenant}/sign-ins/approve",
+    summary="Approve pending sign-ins in bulk: the devices sign in as one of the tenant's users",
+    tag="sign-in",
+    params=(T,),
+    body=ApproveIn,
+    responses={
+        200: ("what was approved", ApproveOut),
+        422: ("no such user in the tenant, a bad MAC, or neither/both of macs, all_pending", None),
+        400: ("the body is not JSON or does not match the schema", None),
+        409: ("the user account is disabled", None),
+    },
+)
+async def approve_sign_ins(request: web.Request, tenant: str, body: ApproveIn) -> web.Response:
+    if body.all_pending == (body.macs is not None):
+        raise Invalid('give either "macs": [...] or "all_pending": true (not both)')
+    done = await _oauth(request).approve_pending(who(request), tenant, body.user, body.macs)
+    return web.json_response(
+        {
+            "user": done.user,
+            "approved": len(done.approved),
+            "macs": done.approved,
+            "not_pending": done.not_pending,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 # ---- admin: tenant user accounts ------------------------------------------------------------------

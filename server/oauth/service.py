@@ -42,12 +42,13 @@ from __future__ import annotations
 import hmac
 import secrets
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from server.core.mac import MacError, normalize_mac
 from server.core.metrics import Registry as MetricsRegistry
 from server.core.ratelimit import FailureLimiter, TokenBuckets
 from server.oauth.keys import CodeKeys, SigningKey
@@ -60,6 +61,7 @@ from server.oauth.rules import (
     OAuthError,
     PollOutcome,
     invalid_client,
+    normalize_username,
     poll_outcome,
     validate_scope,
 )
@@ -68,7 +70,7 @@ from server.oauth.users import Passwords, UserAccounts
 from server.provisioning.codes import format_code, generate_code, normalize_code
 from server.registry.model import Device, DeviceState, iso, parse_iso, token_digest
 from server.registry.service import Principal, Registry
-from server.store.base import Conflict
+from server.store.base import Conflict, Invalid
 from server.store.sqlite import Tx
 
 
@@ -115,6 +117,16 @@ class SignInCode:
     verification_uri: str
     verification_uri_complete: str
     expires_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class BulkApproval:
+    """What a bulk approval did: the devices now signed in as `user`, and the MACs asked for
+    that had no pending sign-in (not asked yet, already answered, or expired)."""
+
+    user: str
+    approved: list[str]
+    not_pending: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -576,6 +588,81 @@ class OAuthService:
             f"Approved. The device {grant.mac} signs in as {user.username} within a few seconds.",
             grant.mac,
         )
+
+    async def approve_pending(
+        self, who: Principal, tenant_id: str, username: str, macs: Sequence[str] | None
+    ) -> BulkApproval:
+        """Approve, as the tenant's user `username`, every pending sign-in of the tenant (or of
+        `macs`): what the verification page does for one device, for a whole rollout at once.
+
+        The admin vouches for the devices instead of the user typing each code and password, so
+        this is the admin's (or operator's) action and audited as theirs, one entry per device.
+        Devices of `macs` with no pending sign-in are reported, not refused: a rollout approves
+        again as more devices show their codes.
+        """
+        await self.registry.get_tenant(who, tenant_id)
+        try:
+            account = normalize_username(username)
+        except Invalid:
+            raise Invalid(
+                f"user {username!r} is not a valid username: give one of the tenant's user "
+                "accounts (GET /api/v1/tenants/{tenant}/users)",
+                [{"field": "user", "value": str(username), "message": "invalid username"}],
+            ) from None
+        targets: list[str] | None = None
+        if macs is not None:
+            details: list[dict[str, object]] = []
+            targets = []
+            for i, raw in enumerate(macs):
+                try:
+                    targets.append(normalize_mac(raw))
+                except (MacError, TypeError) as e:
+                    details.append({"index": i, "value": raw, "message": str(e)})
+            if details:
+                raise Invalid("some MACs are not valid; nothing was approved", details)
+            targets = list(dict.fromkeys(targets))
+            found = await self.registry.store.devices_in(tenant_id, targets)
+            details = [
+                {"index": i, "value": m, "message": "not registered in this tenant"}
+                for i, m in enumerate(targets)
+                if m not in found
+            ]
+            if details:
+                raise Invalid(
+                    "some MACs are not devices of this tenant; nothing was approved", details
+                )
+        async with self.registry.store.transaction(self.registry.now()) as tx:
+            user = await self.store.user_in_tx(tx, account)
+            if user is None or user.tenant_id != tenant_id:
+                raise Invalid(
+                    f"tenant {tenant_id!r} has no user account {account!r}: create it first "
+                    f"(POST /api/v1/tenants/{tenant_id}/users) or name one of its accounts",
+                    [{"field": "user", "value": account, "message": "no such account here"}],
+                )
+            if user.disabled:
+                raise Conflict(
+                    f"the account {account!r} is disabled: enable it first (PATCH "
+                    f'/api/v1/tenants/{tenant_id}/users/{account} {{"disabled": false}})'
+                )
+            pending = await self.store.pending_in_tenant(tx, tenant_id, targets)
+            approved = await self.store.approve_many(tx, [g for g, _ in pending], account)
+            moved = set(approved)
+            await tx.audit_many(
+                (
+                    who.actor,
+                    tenant_id,
+                    "oauth.approve",
+                    device.mac,
+                    {"state": device.state.value, "user": device.signed_in_user},
+                    {"state": DeviceState.SIGNED_IN.value, "user": account, "bulk": True},
+                )
+                for _, device in pending
+                if device.mac in moved
+            )
+        if approved:
+            await self.registry.refresh(approved)
+        not_pending = [] if targets is None else [m for m in targets if m not in moved]
+        return BulkApproval(account, approved, not_pending)
 
     def approval_token(self, grant_id: str, username: str, nonce: str) -> str:
         expires = int(self.registry.clock().timestamp()) + APPROVAL_TTL_S

@@ -21,6 +21,8 @@ from server.oauth.model import (
     target,
 )
 from server.registry.model import DeviceEvent, DeviceState
+from server.registry.model import sources as device_sources
+from server.registry.model import target as device_target
 from server.registry.store import set_state
 from server.store.sqlite import SqliteStore, Tx
 
@@ -127,6 +129,7 @@ async def _move_grants(
     return int(cur.rowcount)
 
 
+_CHUNK = 400  # ids per `IN (...)`: two lists of it stay far below SQLite's variable limit
 _REVOKED_SETS = ", revoked_at = ?, user_code_digest = NULL, user_code_sealed = NULL"
 
 
@@ -320,6 +323,87 @@ class OAuthStore:
             (mac, GrantStatus.PENDING, now),
         )
         return _grant(row) if row else None
+
+    @staticmethod
+    async def pending_in_tenant(
+        tx: Tx, tenant_id: str, macs: Sequence[str] | None
+    ) -> list[tuple[GrantRow, ClientRow]]:
+        """The tenant's pending, unexpired sign-ins of provisioned devices (of `macs` only,
+        when given), with their devices: what a bulk approval may answer."""
+        sql = (
+            f"SELECT {', '.join('g.' + c.strip() for c in _GRANT_COLS.split(','))}, "
+            "d.mac, d.device_id, d.tenant_id, t.name, d.location, d.state, "
+            "d.client_secret_hash, d.signed_in_user FROM oauth_device_grants g "
+            "JOIN devices d ON d.mac = g.mac JOIN tenants t ON t.id = d.tenant_id "
+            "WHERE g.tenant_id = ? AND d.tenant_id = ? AND g.status = ? AND g.expires_at > ? "
+            "AND d.client_secret_hash IS NOT NULL"
+        )
+        base: list[Any] = [tenant_id, tenant_id, GrantStatus.PENDING, tx.now]
+        n = len(_GRANT_COLS.split(","))
+        if macs is None:
+            rows = await tx.fetchall(sql, base)
+        else:
+            rows = []
+            for i in range(0, len(macs), _CHUNK):
+                chunk = macs[i : i + _CHUNK]
+                rows += await tx.fetchall(
+                    sql + f" AND g.mac IN ({','.join('?' * len(chunk))})", [*base, *chunk]
+                )
+        return [(_grant(r[:n]), _client(r[n:])) for r in rows]
+
+    @staticmethod
+    async def approve_many(tx: Tx, grants: Sequence[GrantRow], username: str) -> list[str]:
+        """Approve these pending grants as `username` in a few set-wise statements: each
+        device's other sessions are revoked (one user per device) and it is signed in as
+        `username`. Returns the MACs whose grant moved (a grant answered meanwhile does not)."""
+        approved: list[str] = []
+        marks, session = _marks(SESSION)
+        from_ = sorted(device_sources(DeviceEvent.SIGN_IN))
+        for i in range(0, len(grants), _CHUNK):
+            chunk = grants[i : i + _CHUNK]
+            ids = [g.id for g in chunk]
+            q = ",".join("?" * len(chunk))
+            moved = await tx.fetchall(
+                f"UPDATE oauth_device_grants SET status = ?, username = ?, decided_at = ?, "
+                f"user_code_digest = NULL WHERE id IN ({q}) AND expires_at > ? AND status = ? "
+                "RETURNING mac, id",
+                [
+                    target(GrantEvent.APPROVE),
+                    username,
+                    tx.now,
+                    *ids,
+                    tx.now,
+                    GrantStatus.PENDING,
+                ],
+            )
+            if not moved:
+                continue
+            macs = [str(r[0]) for r in moved]
+            kept = [str(r[1]) for r in moved]
+            m = ",".join("?" * len(macs))
+            await tx.execute(
+                "DELETE FROM oauth_refresh_tokens WHERE grant_id IN (SELECT id FROM "
+                f"oauth_device_grants WHERE mac IN ({m}) AND id NOT IN ({m}) "
+                f"AND status IN ({marks}))",
+                (*macs, *kept, *session),
+            )
+            await _move_grants(
+                tx,
+                GrantEvent.REVOKE,
+                f"mac IN ({m}) AND id NOT IN ({m})",
+                (*macs, *kept),
+                among=SESSION,
+                sets=", revoked_at = ?",
+                set_params=(tx.now,),
+            )
+            await tx.execute(
+                "UPDATE devices SET state = ?, updated_at = ?, signed_in_user = ? "
+                f"WHERE mac IN ({m}) AND state IN ({','.join('?' * len(from_))})",
+                (device_target(DeviceEvent.SIGN_IN), tx.now, username, *macs, *from_),
+            )
+            await tx.mark_changed(macs)
+            approved += macs
+        return approved
 
     @staticmethod
     async def record_poll(tx: Tx, grant_id: str, at: float, interval_s: int) -> None:

@@ -14,6 +14,7 @@ SAMPLE_BODIES = {
     "/api/v1/tenants/{tenant}/devices": {"mac": "02:00:5e:00:0b:99", "location": "x"},
     "/api/v1/tenants/{tenant}/devices/{mac}": {"location": "hijacked"},
     "/api/v1/tenants/{tenant}/verification-codes": {"all_awaiting_activation": True},
+    "/api/v1/tenants/{tenant}/sign-ins/approve": {"user": "b@example.com", "all_pending": True},
 }
 
 
