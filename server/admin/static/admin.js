@@ -73,6 +73,7 @@
     var SVG = "http://www.w3.org/2000/svg";
     var COLORS = { awaiting_activation: "#8c959f", awaiting_sign_in: "#bf8700", signed_in: "#1a7f37" };
     var fmt = function (n) { return Number(n).toLocaleString("en-US"); };
+    var utc = function (t) { return new Date(t * 1000).toISOString().slice(11, 19) + " UTC"; };
 
     function el(name, attrs, text) {
       var node = document.createElementNS(SVG, name);
@@ -93,7 +94,7 @@
     }
 
     function drawChart(data) {
-      var w = 720, h = 240, left = 56, right = 12, top = 12, bottom = 28;
+      var w = 720, h = 260, left = 56, right = 12, top = 34, bottom = 28;
       var svg = el("svg", { viewBox: "0 0 " + w + " " + h, class: "chart-svg", "aria-hidden": "true", focusable: "false" });
       var points = history.slice();
       var now = data.at;
@@ -108,8 +109,8 @@
         svg.appendChild(el("line", { x1: left, x2: w - right, y1: y(v), y2: y(v), class: "grid" }));
         svg.appendChild(el("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end", class: "tick" }, fmt(v)));
       });
-      svg.appendChild(el("text", { x: left, y: h - 8, class: "tick" }, new Date(t0 * 1000).toLocaleTimeString()));
-      svg.appendChild(el("text", { x: w - right, y: h - 8, "text-anchor": "end", class: "tick" }, new Date(t1 * 1000).toLocaleTimeString()));
+      svg.appendChild(el("text", { x: left, y: h - 8, class: "tick" }, utc(t0)));
+      svg.appendChild(el("text", { x: w - right, y: h - 8, "text-anchor": "end", class: "tick" }, utc(t1)));
       data.states.forEach(function (s) {
         if (!points.length) return;
         var d = "";
@@ -123,8 +124,8 @@
       var legend = el("g", { class: "legend" });
       data.states.forEach(function (s, i) {
         var lx = left + 8 + i * 170;
-        legend.appendChild(el("rect", { x: lx, y: top + 2, width: 12, height: 12, fill: COLORS[s] || "#0b5cad" }));
-        legend.appendChild(el("text", { x: lx + 16, y: top + 12, class: "tick" }, data.labels[s] + " " + fmt(data.counts[s])));
+        legend.appendChild(el("rect", { x: lx, y: 6, width: 12, height: 12, fill: COLORS[s] || "#0b5cad" }));
+        legend.appendChild(el("text", { x: lx + 16, y: 16, class: "tick" }, data.labels[s] + " " + fmt(data.counts[s])));
       });
       svg.appendChild(legend);
       chart.textContent = "";
@@ -175,7 +176,7 @@
         if (!data.errors.length) cell(errors.appendChild(document.createElement("tr")), "No errors.").colSpan = 5;
       }
       drawChart(data);
-      if (updated) updated.textContent = "Live: updated " + new Date(data.at * 1000).toLocaleTimeString() + ".";
+      if (updated) updated.textContent = "Live: updated " + utc(data.at) + ".";
     }
 
     function poll() {
