@@ -93,6 +93,23 @@ async def test_another_tenants_admin_gets_404_for_the_view_and_its_json(
     assert page.status == 200
     assert "Awaiting activation: 6" in page.text and "Signed in: 0" in page.text
     assert 'href="/ui/tenants/contoso/rollout" aria-current="page"' in page.text
+    # An operator sees every tenant's view, and the MACs seen on the LAN that nobody registered.
+    svc = api.client.app[SERVICES]
+    assert svc.admin is not None
+    await svc.admin.create_admin("test", "ops", PASSWORD, "operator", None)
+    svc.discovered.record("02:00:5e:2e:00:01", source="dhcp", interface="lo", now=1.0)
+    svc.discovered.record(MACS[0], source="dhcp", interface="lo", now=1.0)  # registered
+    ops = UiClient(str(api.client.make_url("/")))
+    try:
+        assert (await ops.login("ops", PASSWORD)).status == 303
+        data = await figures(ops, "fabrikam")
+        assert data["discovered"] == 1 and data["total"] == 1
+        assert (
+            "Discovered, not registered (all tenants): 1"
+            in (await ops.get("/ui/tenants/fabrikam/rollout")).text
+        )
+    finally:
+        await ops.close()
     # Without a session: the sign-in page, not the figures.
     anonymous = UiClient(str(api.client.make_url("/")))
     try:
