@@ -173,6 +173,15 @@ def _store_ctx(clock: Clock | None) -> Callable[[web.Application], AsyncIterator
         svc._registry = registry
         gauge = svc.metrics.gauge("imprint_devices", "Registered devices by state", ("state",))
         gauge.set_function(lambda: _count_states(registry))
+        svc.metrics.gauge(
+            "imprint_tenant_devices", "Registered devices by tenant and state", ("tenant", "state")
+        ).set_function(lambda: _count_tenant_states(registry))
+        rollout_errors = svc.metrics.counter(
+            "imprint_rollout_errors_total",
+            "Code entries refused and sign-ins failed, by tenant and reason",
+            ("tenant", "reason"),
+        )
+        registry.rollout.on_error.append(lambda tenant, reason: rollout_errors.inc(tenant, reason))
         poller = asyncio.create_task(
             _poll(registry, s.store.poll_interval_s, svc), name="registry-poll"
         )
@@ -226,10 +235,15 @@ async def _oauth_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def _count_states(registry: Registry) -> dict[tuple[str, ...], float]:
+    """From the index's counts (kept as devices change): no walk over every device per scrape."""
     counts: dict[tuple[str, ...], float] = {}
-    for v in registry.index.values():
-        counts[(v.state.value,)] = counts.get((v.state.value,), 0) + 1
+    for (_, state), n in registry.index.all_state_counts().items():
+        counts[(state,)] = counts.get((state,), 0) + n
     return counts
+
+
+def _count_tenant_states(registry: Registry) -> dict[tuple[str, ...], float]:
+    return {key: float(n) for key, n in registry.index.all_state_counts().items()}
 
 
 async def _poll(registry: Registry, interval: float, svc: Services) -> None:
@@ -244,6 +258,8 @@ async def _poll(registry: Registry, interval: float, svc: Services) -> None:
             n = await registry.poll_changes()
             if n:
                 log.info("picked up %d registry change(s) made by another process", n)
+            # The rollout view's chart: a point per tenant whose counts changed (tenants are few).
+            registry.rollout.sample(registry.index, registry.index.tenant_counts(), time.time())
             if (
                 svc.discovered.version != saved_version
                 and loop.time() - saved_at >= DISCOVERED_SAVE_S

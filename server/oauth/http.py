@@ -12,6 +12,7 @@ import hmac
 import logging
 import re
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -22,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from server.oauth.rules import OAuthError, client_credentials, normalize_username, single_params
 from server.oauth.service import OAuthService
-from server.oauth.store import UserRow
+from server.oauth.store import ClientRow, UserRow
 from server.provisioning.codes import CodeFormatError, format_code, normalize_code
 from server.store.base import Invalid
 from server.web.errors import ApiError, Handler, Problem, error_middleware
@@ -186,6 +187,19 @@ async def device_authorization(request: web.Request) -> web.Response:
     return _json(result.as_dict())
 
 
+# Token answers that end a device's sign-in attempt: the rollout view lists them as errors.
+SIGN_IN_FAILURES = frozenset({"access_denied", "expired_token"})
+
+
+def _note_sign_in_failure(request: web.Request, client: ClientRow, e: OAuthError) -> None:
+    registry = request.app[SERVICES].registry
+    view = registry.index.get(client.mac)
+    if view is not None:
+        registry.rollout.record(
+            view.tenant_id, view.mac, view.location, "sign_in", e.error, e.description, time.time()
+        )
+
+
 @endpoints.route(
     "POST",
     "/oauth2/token",
@@ -206,6 +220,7 @@ async def device_authorization(request: web.Request) -> web.Response:
 async def token(request: web.Request) -> web.Response:
     oauth = _oauth(request)
     grant_type = ""
+    client: ClientRow | None = None
     try:
         params = await _params(request)
         grant_type = params.get("grant_type", "")
@@ -214,6 +229,8 @@ async def token(request: web.Request) -> web.Response:
         body = await oauth.token(client, params)
     except OAuthError as e:
         oauth.count(grant_type, e.error)
+        if client is not None and e.error in SIGN_IN_FAILURES:
+            _note_sign_in_failure(request, client, e)
         return _error(e)
     oauth.count(grant_type, "success")
     return _json(body)

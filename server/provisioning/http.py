@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.core.logs import RateLimitedLog
 from server.core.mac import MacError, normalize_mac
+from server.provisioning.outcome import Outcome
 from server.store.base import Invalid
 from server.web.errors import ApiError
 from server.web.keys import SERVICES
@@ -110,6 +112,18 @@ async def provision(request: web.Request) -> web.Response:
     if outcome.is_refusal:
         if outcome.counts_as_failure:
             svc.provision_failures.record(source, now)
+        view = svc.registry.index.get(result.mac)
+        if view is not None:  # the rollout view's last errors (a registered device's only)
+            svc.registry.rollout.record(
+                view.tenant_id,
+                view.mac,
+                view.location,
+                "code_entry",
+                outcome.value,
+                result.message,
+                time.time(),
+                locked=outcome is Outcome.LOCKED,  # the last miss answers locked too
+            )
         _refusals.info(
             outcome.value,
             "provisioning refused: mac=%s source=%s reason=%s",

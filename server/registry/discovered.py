@@ -12,7 +12,7 @@ asking (a real client retries DISCOVER) stay listed.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -113,6 +113,11 @@ class DiscoveredDevices:
 
     def get(self, mac: str) -> SeenDevice | None:
         return self._repeat.get(mac) or self._once.get(mac)
+
+    def macs(self) -> Iterator[str]:
+        """Every MAC listed, in no order (cheaper than `recent` when only counting)."""
+        yield from self._once
+        yield from self._repeat
 
     def recent(self, limit: int | None = None) -> list[SeenDevice]:
         """Entries, most recently seen first."""

@@ -38,6 +38,7 @@ from server.registry.model import (
     token_digest,
     validate_tenant_id,
 )
+from server.registry.rollout import RolloutLog
 from server.store.base import Conflict, Invalid, NotFound
 from server.store.sqlite import AuditRow, SqliteStore, TokenRow, Tx
 
@@ -149,6 +150,8 @@ class Registry:
         self.store = store
         self.clock = clock
         self.index = MacIndex()
+        # The rollout view's errors, locks and history (the counts are the index's).
+        self.rollout = RolloutLog()
         self.indexed = False  # load_index ran: the index (and its counts) mirror the store
         # Called with the MACs that became registered (e.g. to drop them from the discovered list).
         self.on_registered: list[Callable[[Sequence[str]], None]] = []
@@ -314,6 +317,7 @@ class Registry:
                 None,
             )
         self._apply([], macs)
+        self.rollout.forget(tenant_id)
         return len(macs), users
 
     async def list_tenants(self, who: Principal) -> list[Tenant]:
@@ -623,7 +627,9 @@ class Registry:
                 raise Invalid(
                     "codes can only be issued for registered devices awaiting activation", details
                 )
-        return await self.provisioning.issue(who.actor, tenant_id, targets, progress)
+        issued = await self.provisioning.issue(who.actor, tenant_id, targets, progress)
+        self.rollout.unlock(tenant_id, targets)  # a new code ends a lock
+        return issued
 
     async def export(
         self, who: Principal, tenant_id: str, state: str | None = None

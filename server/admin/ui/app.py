@@ -18,6 +18,7 @@ from server.admin.ui import (
     device,
     devices,
     leases,
+    rollout,
     session,
     tenants,
     uploads,
@@ -48,7 +49,7 @@ from server.web.keys import SERVICES, Services
 from server.web.routes import read_form
 
 # The page modules register their routes on `routes` when imported.
-PAGES = (session, tenants, devices, uploads, codes, device, users, audit, leases)
+PAGES = (session, tenants, devices, uploads, codes, device, users, audit, leases, rollout)
 
 _SECURITY_HEADERS = {
     # No inline script or style anywhere in the templates, so the policy can be strict.
