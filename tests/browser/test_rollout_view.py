@@ -1,17 +1,13 @@
 """The rollout view watched in a real browser while 1,000 devices go through code entry and
 sign-in against the real `imprint serve` (TLS, DHCP inform on loopback lab ports).
 
-Code entry is the device emulator's fleet mode (`imprint-device fleet --csv export.csv`: DHCP
-INFORM, then HTTPS). The fleet keeps no credentials, and on this branch it does not go on to
-sign-in, so the test then plays each device's next steps with real HTTPS calls: the same code
-from the same address within `[provision] retry_window_s` (the path for a response lost on the
-way) gives it fresh credentials, then RFC 8628 device authorization, a user approving on the
-verification page (each "phone" from its own loopback address, as people's phones are), and
-the device's token poll. The page must count every step without a reload; its screenshot at
-"Signed in: 1,000" is kept in test-artifacts/ui/.
-
-Each approval is a password check (argon2id, tens of ms of CPU on purpose), so the sign-in part
-costs about a minute of CPU for 1,000 devices; IMPRINT_ROLLOUT_DEVICES sets a smaller fleet.
+The devices are the emulator's fleet (`imprint-device fleet --csv export.csv --sign-in`): DHCP
+INFORM, code entry over HTTPS, then RFC 8628 device authorization and token polling. Once the
+page shows every device awaiting sign-in, the admin side approves the waiting sign-ins in bulk
+(`POST /api/v1/tenants/{tenant}/sign-ins/approve`, as a rollout's admin would) until the fleet
+holds its tokens. The page must count every step without a reload; its screenshots at
+"Awaiting sign in: 1,000" and "Signed in: 1,000" are kept in test-artifacts/ui/.
+IMPRINT_ROLLOUT_DEVICES sets another fleet size.
 """
 
 from __future__ import annotations
@@ -25,19 +21,14 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
-from base64 import b64encode
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_plus, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 
-from server.provisioning.redeem import RETRY_MIN_GAP_S
 from tests.browser.conftest import PASSWORD, Browser, Server, login, shot, sync_api
-from tests.helpers.oauth import fill, parse
 from tests.helpers.proc import free_port
 
 expect = sync_api.expect
@@ -81,6 +72,8 @@ poll_interval_s = 0.5
 host = "127.0.0.1"
 port = {http_port}
 public_url = "https://127.0.0.1:{http_port}"
+max_connections = 4096
+max_connections_per_source = 4096
 [tls]
 enabled = true
 [dhcp]
@@ -124,6 +117,8 @@ level = "WARNING"
     srv.cli("devices", "import", "--tenant", "contoso", str(devices))
     srv.cli("codes", "generate", "--tenant", "contoso", "--all")
     srv.cli("devices", "export", "--tenant", "contoso", "-o", str(root / "export.csv"))
+    token = srv.cli("tokens", "create", "--role", "operator", "--name", "rollout").stdout.strip()
+    (root / "operator.token").write_text(token)
     srv.start()
     try:
         yield srv
@@ -131,104 +126,39 @@ level = "WARNING"
         srv.stop()
 
 
-class Https:
-    """One keep-alive HTTPS connection from `source` (a loopback address), per thread."""
+class Approver(threading.Thread):
+    """The rollout's admin: approves every waiting sign-in of the tenant in bulk, twice a second,
+    until stopped (POST .../sign-ins/approve {"all_pending": true} with an operator token)."""
 
-    def __init__(self, server: Server, source: str = "127.0.0.1") -> None:
+    def __init__(self, server: Server, token: str) -> None:
+        super().__init__(daemon=True, name="approver")
         url = urlsplit(server.url)
-        self.host, self.port, self.source = url.hostname or "127.0.0.1", url.port, source
-        self.conn = self._connect()
+        self.host, self.port, self.token = url.hostname or "127.0.0.1", url.port, token
+        self.halt = threading.Event()
+        self.approved = 0
+        self.errors: list[str] = []
 
-    def _connect(self) -> http.client.HTTPSConnection:
-        return http.client.HTTPSConnection(
-            self.host, self.port, context=_TLS, timeout=120, source_address=(self.source, 0)
-        )
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, str, http.client.HTTPResponse]:
-        for attempt in range(2):
-            try:
-                self.conn.request(method, path, body=body, headers=headers or {})
-                r = self.conn.getresponse()
-                return r.status, r.read().decode(), r
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                # The server closed the idle keep-alive connection before our request: again,
-                # on a new one (a browser does the same).
-                self.conn.close()
-                self.conn = self._connect()
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def basic(client_id: str, secret: str) -> str:
-    return "Basic " + b64encode(f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()).decode()
-
-
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-def sign_in(server: Server, i: int, code: str, local: threading.local, opened: list[Https]) -> None:
-    """Device `i`, already provisioned by the fleet: new credentials for its lost response,
-    device authorization, a user's approval on the verification page, the token poll."""
-    if not hasattr(local, "device"):
-        local.device = Https(server)
-        opened.append(local.device)  # list.append is atomic: no lock needed
-    dev: Https = local.device
-    for _ in range(20):
-        status, text, _ = dev.call(
-            "POST",
-            "/provision",
-            json.dumps({"mac": mac(i), "code": code}).encode(),
-            {"Content-Type": "application/json"},
-        )
-        # Within RETRY_MIN_GAP_S of the fleet's success the same code is a concurrent entry
-        # (already_provisioned); a device whose response was lost waits and tries again.
-        if status != 409:
-            break
-        time.sleep(1)
-    assert status == 200, (mac(i), text)
-    prov = json.loads(text)
-    auth = {"Authorization": basic(prov["client_id"], prov["client_secret"]), **FORM}
-    status, text, _ = dev.call(
-        "POST",
-        "/oauth2/device_authorization",
-        urlencode({"client_id": prov["client_id"]}).encode(),
-        auth,
-    )
-    assert status == 200, text
-    grant = json.loads(text)
-
-    phone = Https(server, f"127.77.{i // 250}.{i % 250 + 1}")
-    try:
-        status, html, r = phone.call(
-            "GET", "/device?" + urlencode({"user_code": grant["user_code"]})
-        )
-        assert status == 200, html
-        cookie = (r.getheader("Set-Cookie") or "").split(";", 1)[0]
-        headers = {"Cookie": cookie, **FORM}
-        page = parse(html)
-        data = fill(page.forms[0], {"username": USER, "password": PASSWORD})
-        status, html, _ = phone.call("POST", "/device", urlencode(data).encode(), headers)
-        assert status == 200, html
-        data = fill(parse(html).forms[0], {}, "approve")
-        status, html, _ = phone.call("POST", "/device", urlencode(data).encode(), headers)
-        assert status == 200 and "Approved" in html, html
-    finally:
-        phone.close()
-
-    body = {"grant_type": DEVICE_GRANT, "device_code": grant["device_code"]}
-    status, text, _ = dev.call("POST", "/oauth2/token", urlencode(body).encode(), auth)
-    assert status == 200, text
-    assert json.loads(text)["access_token"]
+    def run(self) -> None:
+        conn = http.client.HTTPSConnection(self.host, self.port, context=_TLS, timeout=60)
+        body = json.dumps({"user": USER, "all_pending": True}).encode()
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        try:
+            while not self.halt.is_set():
+                try:
+                    conn.request("POST", "/api/v1/tenants/contoso/sign-ins/approve", body, headers)
+                    r = conn.getresponse()
+                    text = r.read().decode()
+                except (http.client.HTTPException, OSError) as e:
+                    conn.close()  # a closed keep-alive connection: again on a new one
+                    self.errors.append(f"{type(e).__name__}: {e}")
+                else:
+                    if r.status == 200:
+                        self.approved += int(json.loads(text)["approved"])
+                    else:
+                        self.errors.append(f"HTTP {r.status}: {text[:200]}")
+                self.halt.wait(0.5)
+        finally:
+            conn.close()
 
 
 def counts(page: Any) -> dict[str, str]:
@@ -277,46 +207,37 @@ def test_the_rollout_view_follows_a_fleet_to_signed_in_without_a_reload(
         [
             *emulator_argv(), "fleet", "--csv", str(export), "--concurrency", "100",
             "--server", f"127.0.0.1:{server.dhcp_port}", "--client-port", str(server.client_port),
-            "--address", "127.0.0.1", "--retry-initial", "1", "--json",
+            "--address", "127.0.0.1", "--retry-initial", "1", "--sign-in", "--json",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
+    approver = Approver(server, (server.root / "operator.token").read_text().strip())
     try:
-        # The page moves while the fleet runs: some provisioned, not yet all.
+        # The page moves while the fleet runs: some provisioned, then all waiting for sign-in.
         expect(page.locator('[data-count="awaiting_sign_in"]')).not_to_have_text(
             "Awaiting sign in: 0", timeout=WAIT_MS
         )
+        expect(page.locator('[data-count="awaiting_sign_in"]')).to_have_text(
+            f"Awaiting sign in: {fmt(DEVICES)}", timeout=WAIT_MS
+        )
+        expect(page.locator('[data-count="awaiting_activation"]')).to_have_text(
+            "Awaiting activation: 0"
+        )
+        shot(page, "rollout-01-provisioned")
+        approver.start()  # the devices poll for their tokens meanwhile
         out, err = fleet.communicate(timeout=WAIT_MS / 1000)
     finally:
+        approver.halt.set()
+        if approver.is_alive():
+            approver.join(timeout=30)
         if fleet.poll() is None:
             fleet.kill()
             fleet.wait()
     report = json.loads(out)
-    assert fleet.returncode == 0 and report["provisioned"] == DEVICES, (report, err[-2000:])
-    expect(page.locator('[data-count="awaiting_sign_in"]')).to_have_text(
-        f"Awaiting sign in: {fmt(DEVICES)}", timeout=WAIT_MS
-    )
-    expect(page.locator('[data-count="awaiting_activation"]')).to_have_text(
-        "Awaiting activation: 0"
-    )
-    shot(page, "rollout-01-provisioned")
-    # The same code is taken as a lost response's retry only RETRY_MIN_GAP_S after its success
-    # (sooner it is a concurrent entry): the devices' next attempt waits that out.
-    time.sleep(RETRY_MIN_GAP_S + 1)
-
-    # Sign-in of every device while the page watches.
-    local = threading.local()
-    opened: list[Https] = []  # each worker thread's device connection, closed at the end
-    try:
-        with ThreadPoolExecutor(max_workers=6) as pool:
-            list(
-                pool.map(lambda i: sign_in(server, i, codes[mac(i)], local, opened), range(DEVICES))
-            )
-    finally:
-        for conn in opened:
-            conn.close()
+    assert fleet.returncode == 0 and report["signed_in"] == DEVICES, (report, err[-2000:])
+    assert approver.approved == DEVICES and not approver.errors, approver.errors[:5]
 
     expect(page.locator('[data-count="signed_in"]')).to_have_text(
         f"Signed in: {fmt(DEVICES)}", timeout=WAIT_MS
