@@ -22,7 +22,7 @@ from server.oauth.model import (
 )
 from server.registry.model import DeviceEvent, DeviceState
 from server.registry.store import set_state
-from server.store.sqlite import SqliteStore, Tx
+from server.store.base import Store, Tx
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +148,7 @@ async def revoke_device_tokens(tx: Tx, mac: str) -> int:
 class OAuthStore:
     """Users, grants and refresh tokens, over the same SQLite file as the registry."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     # ---- users ---------------------------------------------------------------------------
