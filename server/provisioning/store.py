@@ -129,13 +129,14 @@ _SEALED_SQL = (
 )
 
 
-# Codes of given MACs, looked up by MAC. `+d.tenant_id` keeps the planner off the tenant
+# Codes of given MACs, looked up by MAC. `d.tenant_id || ''` keeps the planner off the tenant
 # indexes: left to itself it walked the tenant's whole device index and probed codes for each
 # (217 ms per admin page of 50 devices at 1,000,000 devices; 0.25 ms this way, measured on that
-# database with 50 codes).
+# database with 50 codes). An expression rather than SQLite's unary `+`, which PostgreSQL has no
+# text operator for; both keep SQLite off the index alike (same EXPLAIN QUERY PLAN).
 _SEALED_OF_SQL = (
     "SELECT c.mac, d.state, c.sealed, c.expires_at, c.used_at, c.failed_attempts FROM codes c "
-    "JOIN devices d ON d.mac = c.mac WHERE c.mac IN ({marks}) AND +d.tenant_id = ?"
+    "JOIN devices d ON d.mac = c.mac WHERE c.mac IN ({marks}) AND d.tenant_id || '' = ?"
 )
 
 

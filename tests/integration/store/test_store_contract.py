@@ -127,6 +127,11 @@ async def test_a_code_is_redeemed_once_and_regenerating_revokes_it(api: Api) -> 
     await api.call("POST", DEVICES, json={"mac": MAC2, "location": "Room"})
     old = (await _codes(api, MAC1))[MAC1]
     code = (await _codes(api, MAC1))[MAC1]  # regenerated: the first is revoked
+    # The current codes, as the export and the admin pages read them (all, or by MAC).
+    current = api.registry.provisioning.current_codes
+    assert {m: c.code for m, c in (await current("contoso")).items()} == {MAC1: code}
+    assert {m: c.code for m, c in (await current("contoso", [MAC1, MAC2])).items()} == {MAC1: code}
+    assert await current("fabrikam", [MAC1]) == {}
     if old != code:
         status, body = await _provision(api, MAC1, old)
         assert status != 200, body
