@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian tools Imprint's end-to-end tests and benchmarks drive: iproute2 (network
 # namespaces), Kea (kea-dhcp4 as the peer server, perfdhcp as a load client), dhcpcd and busybox
-# udhcpc (real DHCP clients), dig, curl, chromium (page screenshots), procps, sqlite3.
+# udhcpc (real DHCP clients), dig, curl, chromium (page screenshots), procps, sqlite3, and
+# PostgreSQL (the store contract tests start a throwaway server of their own: initdb, pg_ctl).
 #
 # Idempotent: does nothing when every package is already installed. Without root or apt-get it
 # only prints what is missing and exits 0, so the tests that need these tools skip with a reason.
@@ -19,6 +20,7 @@ PACKAGES=(
   chromium
   procps
   sqlite3
+  postgresql
 )
 # Binaries the tests look up, checked after the install so a renamed package is caught here.
 BINARIES=(ip kea-dhcp4 perfdhcp dhcpcd udhcpc dig curl chromium pgrep sqlite3)
@@ -44,6 +46,10 @@ missing_binaries() {
       printf '%s\n' "$bin"
     fi
   done
+  # PostgreSQL's server binaries live in /usr/lib/postgresql/<major>/bin, never on PATH.
+  if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    printf '%s\n' "initdb (postgresql)"
+  fi
 }
 
 report_versions() {

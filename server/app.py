@@ -65,6 +65,7 @@ from server.registry.discovered import DiscoveredDevices
 from server.registry.model import ProvisioningEndpoint
 from server.registry.service import Registry
 from server.reload import install_sighup
+from server.store.open import make_store
 from server.store.sqlite import SqliteStore
 from server.web.errors import json_errors
 from server.web.keys import SERVICES, Services
@@ -157,7 +158,7 @@ def _store_ctx(clock: Clock | None) -> Callable[[web.Application], AsyncIterator
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         svc = app[SERVICES]
         s = svc.settings
-        store = SqliteStore(s.store.path, s.store.busy_timeout_ms)
+        store = make_store(s.store)
         await store.open()
         key = load_or_create_key(s.codes_key_file)
         registry = Registry(
@@ -185,7 +186,7 @@ def _store_ctx(clock: Clock | None) -> Callable[[web.Application], AsyncIterator
         poller = asyncio.create_task(
             _poll(registry, s.store.poll_interval_s, svc), name="registry-poll"
         )
-        log.info("store open at %s: %d registered devices", s.store.path, len(registry.index))
+        log.info("store open at %s: %d registered devices", store.location, len(registry.index))
         try:
             yield
         finally:
@@ -341,7 +342,12 @@ async def _start_dhcp_link(
         discovered=svc.discovered,
         lease_store=registry.store if mode is Mode.FULL else None,
         sightings=svc.sightings,
-        lease_db=registry.store.path if mode is Mode.FULL else None,
+        # SQLite: the inline lease writer on the store's file; PostgreSQL: save_leases.
+        lease_db=(
+            registry.store.path
+            if mode is Mode.FULL and isinstance(registry.store, SqliteStore)
+            else None
+        ),
         profiles=table,
         link=link.name if several else "",
         other_subnets=others,

@@ -43,7 +43,8 @@ class _Section(BaseModel):
 
 
 class StoreSettings(_Section):
-    """Where the state lives: the SQLite database, with the code key and the certificate."""
+    """Where the state lives: the SQLite database (or a PostgreSQL one, `url`), with the code key
+    and the certificate."""
 
     path: Path = Field(
         default=Path("imprint.db"),
@@ -64,6 +65,37 @@ class StoreSettings(_Section):
         description="seconds between the server's looks for changes made by the CLI (devices, "
         "codes, tokens); a CLI change is live within this long",
     )
+    url: str | None = Field(
+        default=None,
+        description="PostgreSQL instead of the SQLite file: a libpq URL such as "
+        "postgresql://imprint@db.example/imprint or postgresql:///imprint?host=/run/postgresql "
+        "(password from ~/.pgpass or PGPASSWORD, not this file). Unset: SQLite at `path`. "
+        "The code key file and the TLS certificate stay in `path`'s folder either way",
+    )
+    pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="PostgreSQL only: connections the server keeps open to the database",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _store_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        v = v.strip()
+        scheme = v.split("://", 1)[0].lower() if "://" in v else ""
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                "must be a PostgreSQL URL starting with postgresql:// (or postgres://); "
+                "for SQLite leave url unset and set path"
+            )
+        return v
+
+    @property
+    def backend(self) -> Literal["sqlite", "postgresql"]:
+        return "sqlite" if self.url is None else "postgresql"
 
 
 class HttpSettings(_Section):

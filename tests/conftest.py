@@ -8,29 +8,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from server.app import build_app
-from server.web.keys import SERVICES
-from tests.helpers.app import Api, Clock, lab_settings
+from tests.helpers.app import Api, running_api
+from tests.helpers.postgres import pg_cluster, pg_url  # noqa: F401 - fixtures for every folder
+
+# IMPRINT_TEST_STORE=postgresql runs every test of the `api` fixture against PostgreSQL (a
+# throwaway server, tests/helpers/postgres.py); tests that open the SQLite file directly fail then.
+TEST_STORE = os.environ.get("IMPRINT_TEST_STORE", "sqlite")
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
+async def api(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Api]:
     os.environ.pop("IMPRINT_HTTP__PORT", None)
-    settings = lab_settings(tmp_path)
-    clock = Clock(datetime(2026, 11, 27, 12, 0, tzinfo=UTC))
-    app = build_app(settings, clock=clock)
-    client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    registry = app[SERVICES].registry
-    token, _ = await registry.create_token("test", "operator", None, "tests")
-    try:
-        yield Api(client, registry, token, clock, settings)
-    finally:
-        await client.close()
+    url = request.getfixturevalue("pg_url") if TEST_STORE == "postgresql" else None
+    async with running_api(tmp_path, url) as api:
+        yield api

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from server.store.base import Conflict, NotFound
-from server.store.sqlite import SqliteStore
+from server.store.base import Conflict, NotFound, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +48,7 @@ class SessionRow:
 class AdminStore:
     """Admin accounts and sessions, over the same SQLite file as the registry."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     # ---- accounts ------------------------------------------------------------------------

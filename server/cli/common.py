@@ -16,7 +16,7 @@ from typing import Any
 from server.config import Settings
 from server.provisioning.codes import CodeVault, load_key
 from server.registry.service import Principal, Registry
-from server.store.sqlite import SqliteStore
+from server.store.open import make_store
 
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -180,11 +180,11 @@ class Cli:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = SqliteStore(settings.store.path, settings.store.busy_timeout_ms)
+        self.store = make_store(settings.store)
         self.who = Principal(actor=f"cli:{_user()}", role="operator")
 
     async def __aenter__(self) -> Registry:
-        if not self.settings.store.path.is_file():
+        if self.settings.store.url is None and not self.settings.store.path.is_file():
             raise UsageError(no_store_message(self.settings))
         await self.store.open()
         s = self.settings

@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from server.cli.common import Cli, Commands, bounded_int, note, print_json, table
+from server.cli.common import Cli, Commands, UsageError, bounded_int, note, print_json, table
 from server.config import FINGERPRINT_STAND_IN, ConfigError, Settings
 from server.registry.model import iso
 
@@ -223,6 +223,13 @@ async def cmd_trace(s: Settings, a: argparse.Namespace) -> int:
 async def cmd_db_backup(s: Settings, a: argparse.Namespace) -> int:
     from server.store.backup import BackupError, online_backup
 
+    if s.store.url is not None:
+        raise UsageError(
+            "db backup copies the SQLite store; this one is PostgreSQL ([store] url): back it "
+            "up with pg_dump (and keep a copy of the code key file "
+            f"{s.codes_key_file})"
+        )
+
     try:
         info = await online_backup(
             s.store.path, Path(a.file), busy_timeout_ms=s.store.busy_timeout_ms
@@ -248,6 +255,8 @@ async def cmd_db_init(s: Settings, a: argparse.Namespace) -> int:
     from server.provisioning.codes import load_or_create_key
     from server.store.sqlite import SqliteStore
 
+    if s.store.url is not None:
+        return await _db_init_pg(s, a)
     path = s.store.path
     existed, key_existed = path.is_file(), s.codes_key_file.is_file()
     store = SqliteStore(path, s.store.busy_timeout_ms)
@@ -264,6 +273,54 @@ async def cmd_db_init(s: Settings, a: argparse.Namespace) -> int:
         print(f"created the code key {s.codes_key_file} (mode 0600): back it up with the store")
     if owner:
         note(a, f"gave {', '.join(str(p) for p in made)} to {owner}, the owner of {s.state_dir}")
+    return 0
+
+
+async def _db_init_pg(s: Settings, a: argparse.Namespace) -> int:
+    """PostgreSQL: the database exists already (an operator creates it); bring its schema up
+    to date and make the code key, which stays a file beside [store] path."""
+    from server.provisioning.codes import load_or_create_key
+    from server.store.open import make_store
+
+    key_existed = s.codes_key_file.is_file()
+    store = make_store(s.store)
+    await store.open()
+    try:
+        version = await store.schema_version()
+    finally:
+        await store.close()
+    load_or_create_key(s.codes_key_file)
+    _report_migrations(store.location, store.applied, version)
+    if not key_existed:
+        print(f"created the code key {s.codes_key_file} (mode 0600): back it up with the store")
+        owner = _give_to_state_dir_owner(s.state_dir, [s.codes_key_file])
+        if owner:
+            note(a, f"gave {s.codes_key_file} to {owner}, the owner of {s.state_dir}")
+    return 0
+
+
+def _report_migrations(where: str, applied: list[str], version: int) -> None:
+    if applied:
+        print(f"store {where}: applied {', '.join(applied)}; schema version {version}")
+    else:
+        print(f"store {where}: schema version {version}, up to date")
+
+
+async def cmd_db_migrate(s: Settings, a: argparse.Namespace) -> int:
+    """Apply the pending migrations of an existing store (SQLite or PostgreSQL) and say which;
+    `serve` applies them at start too. Never creates a store or a key (that is `db init`)."""
+    from server.cli.common import no_store_message
+    from server.store.open import make_store
+
+    if s.store.url is None and not s.store.path.is_file():
+        raise UsageError(no_store_message(s))
+    store = make_store(s.store)
+    await store.open()
+    try:
+        version = await store.schema_version()
+    finally:
+        await store.close()
+    _report_migrations(store.location, store.applied, version)
     return 0
 
 
@@ -336,11 +393,16 @@ def register_discovered(commands: Commands) -> None:
 
 
 def register_db(commands: Commands) -> None:
-    db = commands.group("db", "the SQLite store")
+    db = commands.group("db", "the store (SQLite, or PostgreSQL with [store] url)")
     db.add(
         "init",
         cmd_db_init,
         "create the store and the code key (or update an existing store's schema)",
+    )
+    db.add(
+        "migrate",
+        cmd_db_migrate,
+        "apply the pending schema migrations to the existing store and say which",
     )
     sp = db.add("backup", cmd_db_backup, "online, consistent copy of the store (server may run)")
     sp.add_argument("file", help="the backup file to write (replaced atomically)")

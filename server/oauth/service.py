@@ -70,8 +70,7 @@ from server.oauth.users import Passwords, UserAccounts
 from server.provisioning.codes import format_code, generate_code, normalize_code
 from server.registry.model import Device, DeviceState, iso, parse_iso, token_digest
 from server.registry.service import Principal, Registry
-from server.store.base import Conflict, Invalid
-from server.store.sqlite import Tx
+from server.store.base import Conflict, Invalid, Tx
 
 
 @dataclass(frozen=True, slots=True)

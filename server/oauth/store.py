@@ -24,7 +24,7 @@ from server.registry.model import DeviceEvent, DeviceState
 from server.registry.model import sources as device_sources
 from server.registry.model import target as device_target
 from server.registry.store import set_state
-from server.store.sqlite import SqliteStore, Tx
+from server.store.base import Store, Tx
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +151,7 @@ async def revoke_device_tokens(tx: Tx, mac: str) -> int:
 class OAuthStore:
     """Users, grants and refresh tokens, over the same SQLite file as the registry."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     # ---- users ---------------------------------------------------------------------------

@@ -28,8 +28,7 @@ from server.provisioning.outcome import Outcome
 from server.provisioning.redeem import ALREADY_USED, Entry, Policy, Verdict, is_current, redeem
 from server.registry.model import DeviceEvent, DeviceState, Tenant, iso, token_digest
 from server.registry.store import set_state
-from server.store.base import Invalid
-from server.store.sqlite import SqliteStore, Tx
+from server.store.base import Invalid, Store, Tx
 
 _CHUNK = 5000
 
@@ -82,7 +81,7 @@ class ProvisioningService:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         vault: CodeVault,
         *,
         policy: CodePolicy,

@@ -39,8 +39,7 @@ from server.registry.model import (
     validate_tenant_id,
 )
 from server.registry.rollout import RolloutLog
-from server.store.base import Conflict, Invalid, NotFound
-from server.store.sqlite import AuditRow, SqliteStore, TokenRow, Tx
+from server.store.base import AuditRow, Conflict, Invalid, NotFound, Store, TokenRow, Tx
 
 Role = Literal["operator", "admin"]
 MAX_LOCATION = 200
@@ -140,7 +139,7 @@ class Registry:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         vault: CodeVault,
         *,
         code_ttl: timedelta = timedelta(hours=24),

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.registry.model import DeviceEvent, DeviceState, sources, target
-from server.store.base import Conflict
-from server.store.sqlite import Tx
+from server.store.base import Conflict, Tx
 
 
 @dataclass(frozen=True, slots=True)

@@ -219,3 +219,17 @@ def test_bad_links_are_refused_with_what_to_fix(tmp_path: Path, text: str, fragm
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, text))
     assert fragment in str(info.value)
+
+
+def test_store_url_takes_postgresql_only_and_says_what_to_set(tmp_path: Path) -> None:
+    cfg = tmp_path / "imprint.toml"
+    cfg.write_text("[store]\nurl = 'mysql://db/imprint'\n")
+    with pytest.raises(ConfigError) as exc:
+        load_settings(cfg)
+    assert "store.url" in str(exc.value) and "postgresql://" in str(exc.value)
+    for url in ("postgresql://imprint@db/imprint", "postgres:///imprint?host=/run/postgresql"):
+        cfg.write_text(f"[store]\nurl = '{url}'\n")
+        s = load_settings(cfg)
+        assert s.store.url == url and s.store.backend == "postgresql"
+    cfg.write_text("[store]\npath = 'x.db'\n")
+    assert load_settings(cfg).store.url is None  # SQLite stays the default
