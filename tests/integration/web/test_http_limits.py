@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -281,6 +282,15 @@ async def test_a_slow_but_steady_body_is_read_whole(tmp_path: Path) -> None:
         writer.close()
 
 
+def _tls_handshake(port: int) -> None:
+    """A blocking TLS client's handshake (closed whatever happens)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        _client_tls().wrap_socket(raw, server_hostname="127.0.0.1").close()
+    finally:
+        raw.close()
+
+
 def _client_tls() -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -294,28 +304,45 @@ async def test_tls_connections_that_never_handshake_count_against_the_caps(
     """Before, the gate stood after the TLS handshake: 300 connections from one address that
     never sent a ClientHello were all held (cap 256) and none was refused."""
     cert = ensure_self_signed(tmp_path, ["127.0.0.1"])
-    async with _listening(1.0, 5.0, tls=ssl_context(cert)) as (listener, metrics):
-        silent = [await _connect(listener) for _ in range(2)]  # the per-source cap
-        await asyncio.sleep(0.1)
-        assert listener.gate.open == 2
-        # A third from the same address is refused before its handshake can start.
-        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError, OSError)):
-            _r, w = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", listener.port, ssl=_client_tls()), 5
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        async with _listening(1.0, 5.0, tls=ssl_context(cert)) as (listener, metrics):
+            silent = [await _connect(listener) for _ in range(2)]  # the per-source cap
+            writers += [w for _r, w in silent]
+            await asyncio.sleep(0.1)
+            assert listener.gate.open == 2
+            # A third from the same address is refused before its handshake can start.
+            with pytest.raises(OSError):  # ssl.SSLError, a reset or EOF: all OSErrors
+                await asyncio.to_thread(_tls_handshake, listener.port)
+            refused = metrics.get("imprint_http_connections_refused_total")
+            assert refused is not None and refused.value("source") == 1  # type: ignore[attr-defined]
+            # The silent ones are closed at the head timeout, counted from accept, and give
+            # their places back: a real client then gets its answer over TLS.
+            started = time.monotonic()
+            for reader, _writer in silent:
+                assert await _closed_within(reader, 5.0) == b""
+            assert 0.7 <= time.monotonic() - started + 0.1 < 5.0
+            timed_out = metrics.get("imprint_http_head_timeouts_total")
+            assert timed_out is not None and timed_out.value() == 2  # type: ignore[attr-defined]
+            await asyncio.sleep(0.1)
+            assert listener.gate.open == 0
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", listener.port, ssl=_client_tls()
             )
+            try:
+                assert (await _get(reader, writer)).endswith(b"hi")
+            finally:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+            # The server's side goes too (its TLS shutdown) before the listener stops.
+            for _ in range(50):
+                if listener.gate.open == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert listener.gate.open == 0
+    finally:
+        for w in writers:
             w.close()
-        refused = metrics.get("imprint_http_connections_refused_total")
-        assert refused is not None and refused.value("source") == 1  # type: ignore[attr-defined]
-        # The silent ones are closed at the head timeout, counted from accept, and give their
-        # places back: a real client then gets its answer over TLS.
-        started = time.monotonic()
-        for reader, _writer in silent:
-            assert await _closed_within(reader, 5.0) == b""
-        assert 0.7 <= time.monotonic() - started + 0.1 < 5.0
-        await asyncio.sleep(0.1)
-        assert listener.gate.open == 0
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", listener.port, ssl=_client_tls()
-        )
-        assert (await _get(reader, writer)).endswith(b"hi")
-        writer.close()
+            with contextlib.suppress(Exception):
+                await w.wait_closed()
