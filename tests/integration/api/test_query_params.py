@@ -111,4 +111,5 @@ async def test_the_openapi_document_states_every_integer_range(api: Api) -> None
         ("GET", "/api/v1/tenants/{tenant}/audit", "limit"): (1, 1000),
         ("GET", "/api/v1/tenants/{tenant}/audit", "before_id"): (1, INT64_MAX),
         ("GET", "/api/v1/discovered", "limit"): (1, 10000),
+        ("GET", "/api/v1/leases", "limit"): (1, 1000),
     }
