@@ -232,17 +232,7 @@ def lease_out(shown: ShownLease) -> dict[str, Any]:
 
 
 def device_out(d: Device) -> dict[str, Any]:
-    return {
-        "mac": d.mac,
-        "device_id": d.device_id,
-        "tenant": d.tenant_id,
-        "location": d.location,
-        "state": d.state.value,
-        "created_at": d.created_at,
-        "updated_at": d.updated_at,
-        "code_expires_at": d.code_expires_at,
-        "signed_in_user": d.signed_in_user,
-    }
+    return d.as_json()
 
 
 def tenant_out(t: Tenant) -> dict[str, Any]:

@@ -22,27 +22,12 @@ from server.cli.common import (
 from server.config import Settings
 from server.core.mac import MacError, normalize_mac
 from server.registry.csvio import CsvError, parse_upload, write_export
-from server.registry.model import Device, DeviceState
+from server.registry.model import DeviceState
 from server.registry.service import IMPORT_MODES, Registry
 from server.store.base import Invalid, NotFound
 
 if TYPE_CHECKING:
     from server.oauth.service import OAuthService
-
-
-def device_json(d: Device) -> dict[str, object]:
-    """A device as the REST API returns it."""
-    return {
-        "mac": d.mac,
-        "device_id": d.device_id,
-        "tenant": d.tenant_id,
-        "location": d.location,
-        "state": d.state.value,
-        "created_at": d.created_at,
-        "updated_at": d.updated_at,
-        "code_expires_at": d.code_expires_at,
-        "signed_in_user": d.signed_in_user,
-    }
 
 
 async def _locate(reg: Registry, a: argparse.Namespace) -> tuple[str, str]:
@@ -88,7 +73,7 @@ async def cmd_devices_list(s: Settings, a: argparse.Namespace) -> int:
                 "count": count,
                 "next_cursor": page.next_cursor,
                 "prev_cursor": page.prev_cursor,
-                "results": [device_json(d) for d in devices],
+                "results": [d.as_json() for d in devices],
             }
         )
         return 0
@@ -163,7 +148,7 @@ async def cmd_devices_show(s: Settings, a: argparse.Namespace) -> int:
         tenant, mac = await _locate(reg, a)
         d = await reg.get_device(cli.who, tenant, mac)
     if a.json:
-        print_json(device_json(d))
+        print_json(d.as_json())
         return 0
     rows = [
         ("MAC ID", d.mac),

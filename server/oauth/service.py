@@ -48,7 +48,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from server.core.mac import MacError, normalize_mac
 from server.core.metrics import Registry as MetricsRegistry
 from server.core.ratelimit import FailureLimiter, TokenBuckets
 from server.oauth.keys import CodeKeys, SigningKey
@@ -69,7 +68,7 @@ from server.oauth.store import ClientRow, OAuthStore, UserRow, revoke_device_tok
 from server.oauth.users import Passwords, UserAccounts
 from server.provisioning.codes import format_code, generate_code, normalize_code
 from server.registry.model import Device, DeviceState, iso, parse_iso, token_digest
-from server.registry.service import Principal, Registry
+from server.registry.service import Principal, Registry, normalize_macs
 from server.store.base import Conflict, Invalid, Tx
 
 
@@ -610,16 +609,7 @@ class OAuthService:
             ) from None
         targets: list[str] | None = None
         if macs is not None:
-            details: list[dict[str, object]] = []
-            targets = []
-            for i, raw in enumerate(macs):
-                try:
-                    targets.append(normalize_mac(raw))
-                except (MacError, TypeError) as e:
-                    details.append({"index": i, "value": raw, "message": str(e)})
-            if details:
-                raise Invalid("some MACs are not valid; nothing was approved", details)
-            targets = list(dict.fromkeys(targets))
+            targets = normalize_macs(macs, "some MACs are not valid; nothing was approved")
             found = await self.registry.store.devices_in(tenant_id, targets)
             details = [
                 {"index": i, "value": m, "message": "not registered in this tenant"}

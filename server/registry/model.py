@@ -126,6 +126,20 @@ class Device:
     code_expires_at: str | None = None
     signed_in_user: str | None = None
 
+    def as_json(self) -> dict[str, object]:
+        """The device as the REST API and `imprint ... --json` show it."""
+        return {
+            "mac": self.mac,
+            "device_id": self.device_id,
+            "tenant": self.tenant_id,
+            "location": self.location,
+            "state": self.state.value,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "code_expires_at": self.code_expires_at,
+            "signed_in_user": self.signed_in_user,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class DevicePage:

@@ -597,16 +597,8 @@ class Registry:
             )
         else:
             assert macs is not None
+            targets = normalize_macs(macs, "some MACs are not valid")
             details: list[dict[str, object]] = []
-            targets = []
-            for i, raw in enumerate(macs):
-                try:
-                    targets.append(normalize_mac(raw))
-                except (MacError, TypeError) as e:
-                    details.append({"index": i, "value": raw, "message": str(e)})
-            if details:
-                raise Invalid("some MACs are not valid", details)
-            targets = list(dict.fromkeys(targets))
             found = await self.store.devices_in(tenant_id, targets)
             for i, m in enumerate(targets):
                 d = found.get(m)
@@ -743,6 +735,21 @@ class Registry:
         if before_id is not None and before_id < 1:
             raise Invalid("before_id must be 1 or more (an entry's id)")
         return await self.store.list_audit(tenant_id, limit, before_id)
+
+
+def normalize_macs(macs: Sequence[object], refusal: str) -> list[str]:
+    """`macs` normalized, duplicates dropped, in order; Invalid(`refusal`) naming each bad one
+    (by its index in the list) when any is not a MAC."""
+    details: list[dict[str, object]] = []
+    out: list[str] = []
+    for i, raw in enumerate(macs):
+        try:
+            out.append(normalize_mac(raw))  # type: ignore[arg-type]  # TypeError: not text
+        except (MacError, TypeError) as e:
+            details.append({"index": i, "value": raw, "message": str(e)})
+    if details:
+        raise Invalid(refusal, details)
+    return list(dict.fromkeys(out))
 
 
 def new_device_id() -> str:
