@@ -69,13 +69,14 @@ async def read_form(
     """A form post's fields (`request.post()`), or BodyError (400 and what to fix) when the body
     cannot be read as the form its Content-Type names: multipart without a boundary or without
     its parts, text that is not in its charset, a charset Python does not know, a part whose
-    header lines do not parse. aiohttp raises ValueError or LookupError for these, and its own
-    HttpProcessingError (InvalidHeader, BadHttpMessage) for a part's headers, which would
+    header lines do not parse, a transfer encoding it does not know. aiohttp raises ValueError
+    or LookupError for these, its own HttpProcessingError (InvalidHeader, BadHttpMessage) for a
+    part's headers, and RuntimeError for a part's Content-Transfer-Encoding; each would
     otherwise be a 500."""
     try:
         return await request.post()
     # UnicodeDecodeError is a ValueError
-    except (ValueError, LookupError, HttpProcessingError) as e:
+    except (ValueError, LookupError, HttpProcessingError, RuntimeError) as e:
         raise BodyError(
             f"the form could not be read ({e}): send it as application/x-www-form-urlencoded "
             "in UTF-8, or as multipart/form-data with its boundary"

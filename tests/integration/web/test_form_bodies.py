@@ -32,6 +32,10 @@ MULTIPART_TWICE = (
     b"Content-Type: text/plain\r\n\r\na\r\n--xyz--\r\n"
 )
 MULTIPART_PART = b'--xyz\r\nContent-Disposition: form-data; name="id"\r\n\r\n\xff\r\n--xyz--\r\n'
+MULTIPART_ENCODING = (
+    b'--xyz\r\nContent-Disposition: form-data; name="id"\r\n'
+    b"Content-Transfer-Encoding: base65\r\n\r\na\r\n--xyz--\r\n"
+)
 
 BROKEN = [
     ("multipart/form-data", b""),  # the exact request schemathesis sent: no boundary
@@ -43,6 +47,9 @@ BROKEN = [
     # one header given twice, raise aiohttp's HttpProcessingError, which is no ValueError.
     ("multipart/form-data; boundary=xyz", MULTIPART_BAD_HEADER),
     ("multipart/form-data; boundary=xyz", MULTIPART_TWICE),
+    # Found by the same bench at 1,000,000 inputs: a transfer encoding aiohttp does not know
+    # raises RuntimeError.
+    ("multipart/form-data; boundary=xyz", MULTIPART_ENCODING),
 ]
 IDS = [
     "multipart-no-boundary",
@@ -52,6 +59,7 @@ IDS = [
     "charset",
     "multipart-bad-part-header",
     "multipart-duplicate-part-header",
+    "multipart-unknown-transfer-encoding",
 ]
 
 
