@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.helpers.proc import free_port
+from tests.helpers.server import deep_merge, to_toml
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="pip install playwright (the test extras) for browser tests"
@@ -158,40 +159,40 @@ class Server:
             self.proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("imprint-ui")
+def loopback_server(root: Path, overrides: Mapping[str, Any] | None = None) -> Server:
+    """A `Server` on free loopback ports: TLS on, DHCP inform on lab ports, mDNS off, with
+    `overrides` deep-merged into that config (written to root/imprint.toml). Not started."""
     http_port = free_port(socket.SOCK_STREAM)
     dhcp_port = free_port(socket.SOCK_DGRAM)
     client_port = free_port(socket.SOCK_DGRAM)
+    base: dict[str, Any] = {
+        "store": {"path": "state/imprint.db", "poll_interval_s": 0.2},
+        "http": {
+            "host": "127.0.0.1",
+            "port": http_port,
+            "public_url": f"https://127.0.0.1:{http_port}",
+        },
+        "tls": {"enabled": True},
+        "dhcp": {
+            "enabled": True,
+            "mode": "inform",
+            "host": "127.0.0.1",
+            "port": dhcp_port,
+            "client_port": client_port,
+            "server_ip": "127.0.0.1",
+        },
+        "mdns": {"enabled": False},
+        "log": {"level": "INFO"},
+    }
     config = root / "imprint.toml"
-    config.write_text(
-        f"""
-[store]
-path = "state/imprint.db"
-poll_interval_s = 0.2
-[http]
-host = "127.0.0.1"
-port = {http_port}
-public_url = "https://127.0.0.1:{http_port}"
-[tls]
-enabled = true
-[dhcp]
-enabled = true
-mode = "inform"
-host = "127.0.0.1"
-port = {dhcp_port}
-client_port = {client_port}
-server_ip = "127.0.0.1"
-[mdns]
-enabled = false
-[log]
-level = "INFO"
-"""
-    )
-    srv = Server(
-        root, config, f"https://127.0.0.1:{http_port}", dhcp_port, client_port, root / "serve.log"
-    )
+    config.write_text(to_toml(deep_merge(base, overrides or {})))
+    url = f"https://127.0.0.1:{http_port}"
+    return Server(root, config, url, dhcp_port, client_port, root / "serve.log")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = loopback_server(tmp_path_factory.mktemp("imprint-ui"))
     srv.cli("db", "init")  # only `db init` and `serve` create the store
     srv.cli("tenants", "create", "--id", "contoso", "--name", "Contoso Ltd")
     srv.cli("tenants", "create", "--id", "fabrikam", "--name", "Fabrikam Inc")

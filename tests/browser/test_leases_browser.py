@@ -10,9 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.browser.conftest import PASSWORD, Browser, Server, login, shot, sync_api
+from tests.browser.conftest import PASSWORD, Browser, Server, login, loopback_server, shot, sync_api
 from tests.helpers.dhcp import relayed_dora
-from tests.helpers.proc import free_port
 
 expect = sync_api.expect
 MAC = "02:00:5e:20:00:01"
@@ -24,37 +23,24 @@ def full_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
     root = tmp_path_factory.mktemp("imprint-leases-ui")
     relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     relay.bind(("127.0.0.1", 0))
-    http_port = free_port(socket.SOCK_STREAM)
-    dhcp_port = free_port(socket.SOCK_DGRAM)
-    config = root / "imprint.toml"
-    config.write_text(
-        f"""
-[store]
-path = "state/imprint.db"
-poll_interval_s = 0.2
-[http]
-host = "127.0.0.1"
-port = {http_port}
-public_url = "https://127.0.0.1:{http_port}"
-[tls]
-enabled = true
-[dhcp]
-enabled = true
-mode = "full"
-host = "127.0.0.1"
-port = {dhcp_port}
-server_port = {relay.getsockname()[1]}
-server_ip = "127.0.0.1"
-probe_other_servers = false
-[[dhcp.subnets]]
-subnet = "127.0.0.0/24"
-pool = "127.0.0.100-127.0.0.150"
-lease_time = 3600
-[mdns]
-enabled = false
-"""
+    # Full mode, its replies going to this test's relay socket.
+    srv = loopback_server(
+        root,
+        {
+            "dhcp": {
+                "mode": "full",
+                "server_port": relay.getsockname()[1],
+                "probe_other_servers": False,
+                "subnets": [
+                    {
+                        "subnet": "127.0.0.0/24",
+                        "pool": "127.0.0.100-127.0.0.150",
+                        "lease_time": 3600,
+                    }
+                ],
+            }
+        },
     )
-    srv = Server(root, config, f"https://127.0.0.1:{http_port}", dhcp_port, 0, root / "serve.log")
     srv.cli("db", "init")
     srv.cli("tenants", "create", "--id", "contoso", "--name", "Contoso Ltd")
     srv.cli("tenants", "create", "--id", "fabrikam", "--name", "Fabrikam Inc")

@@ -16,7 +16,6 @@ import csv
 import http.client
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -28,8 +27,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.browser.conftest import PASSWORD, Browser, Server, login, shot, sync_api
-from tests.helpers.proc import free_port
+from tests.browser.conftest import PASSWORD, Browser, Server, login, loopback_server, shot, sync_api
 
 expect = sync_api.expect
 DEVICES = int(os.environ.get("IMPRINT_ROLLOUT_DEVICES", "1000"))
@@ -58,45 +56,21 @@ def emulator_argv() -> list[str]:
 @pytest.fixture(scope="module")
 def rollout_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("imprint-rollout")
-    http_port = free_port(socket.SOCK_STREAM)
-    dhcp_port = free_port(socket.SOCK_DGRAM)
-    client_port = free_port(socket.SOCK_DGRAM)
-    config = root / "imprint.toml"
-    # A whole site's code entry comes from one test process: the per-source limits are a lab's.
-    config.write_text(
-        f"""
-[store]
-path = "state/imprint.db"
-poll_interval_s = 0.5
-[http]
-host = "127.0.0.1"
-port = {http_port}
-public_url = "https://127.0.0.1:{http_port}"
-max_connections = 4096
-max_connections_per_source = 4096
-[tls]
-enabled = true
-[dhcp]
-enabled = true
-mode = "inform"
-host = "127.0.0.1"
-port = {dhcp_port}
-client_port = {client_port}
-server_ip = "127.0.0.1"
-[mdns]
-enabled = false
-[provision]
-rate_per_source = 100000
-burst_per_source = 100000
-retry_window_s = 3600
-[oauth]
-interval_s = 1
-[log]
-level = "WARNING"
-"""
-    )
-    srv = Server(
-        root, config, f"https://127.0.0.1:{http_port}", dhcp_port, client_port, root / "serve.log"
+    # A whole site's code entry comes from one test process: the per-source limits are a lab's,
+    # and every device waiting for sign-in keeps its connection open.
+    srv = loopback_server(
+        root,
+        {
+            "store": {"poll_interval_s": 0.5},
+            "http": {"max_connections": 4096, "max_connections_per_source": 4096},
+            "provision": {
+                "rate_per_source": 100000,
+                "burst_per_source": 100000,
+                "retry_window_s": 3600,
+            },
+            "oauth": {"interval_s": 1},
+            "log": {"level": "WARNING"},
+        },
     )
     srv.cli("db", "init")
     srv.cli("tenants", "create", "--id", "contoso", "--name", "Contoso Ltd")
