@@ -88,13 +88,15 @@ async def cmd_check_config(s: Settings, a: argparse.Namespace) -> int:
     modes = ", ".join(
         f"{lk.interface}: {lk.mode}" if s.dhcp.links else lk.mode for lk in s.dhcp.served_links()
     )
-    overrides = sorted(k.upper() for k in os.environ if k.upper().startswith("IMPRINT_"))
+    # IMPRINT_CONFIG names the file; the other IMPRINT_* variables override its settings.
+    overrides = sorted(
+        k.upper()
+        for k in os.environ
+        if k.upper().startswith("IMPRINT_") and k.upper() != "IMPRINT_CONFIG"
+    )
     env = f", with {', '.join(overrides)} from the environment" if overrides else ""
-    if s.config_file is None:
-        checked = f"no file given (--config FILE), so only the defaults{env} were checked"
-    else:
-        checked = f"{s.config_file}{env}"
-    print(f"configuration OK: {checked}")
+    # The CLI always names a file here (it refuses to run check-config without one).
+    print(f"configuration OK: {s.config_file}{env}")
     print(
         f"store {s.store.path}, HTTP {s.http.host}:{s.http.port} "
         f"({'TLS' if s.tls.enabled else 'plain HTTP'}), public URL {url}, "
